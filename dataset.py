@@ -1,0 +1,150 @@
+"""Training data: images from a folder tree, or natural photos that ship inside installed packages (no download).
+
+Both yield (image (3, H, W) float32 in [0,1], secret (L,) float32 in {0,1}), with fresh Bernoulli(0.5) bits each
+time an item is read (the original draws a new random secret per sample).
+
+    ds = ImageFolderDataset("data/mirflickr", size=(400, 400), secret_size=100)
+    ds = BuiltinPhotosDataset(size=(128, 128), secret_size=100, split="train", length=1000)
+"""
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from codec_io import ImageLoadError, fit_image, image_to_array, list_images, load_image
+
+
+def random_secret(secret_size: int) -> torch.Tensor:
+    """(L,) float32 Bernoulli(0.5) bits from torch's RNG (seeded per DataLoader worker)."""
+    return torch.randint(0, 2, (secret_size,)).float()
+
+
+def to_chw(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float32 in [0,1]."""
+    return torch.from_numpy(image_to_array(img)).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(Dataset):
+    """Every image under `root` (recursive, the usual extensions), centre-cropped and resized like ImageOps.fit.
+
+    Unreadable files are skipped: the first time one is met it is reported with one warning naming it, and the next
+    readable file is returned in its place (never a silent black image, as the original did).
+    """
+
+    def __init__(self, root, size=(400, 400), secret_size=100):
+        self.paths = list_images(root)
+        if not self.paths:
+            raise ValueError(f"{root}: no images found (looked for common image extensions, recursively)")
+        self.size, self.secret_size = tuple(size), secret_size
+        self._bad = set()   # per process: each DataLoader worker warns at most once per bad file
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, idx):
+        for k in range(len(self.paths)):
+            path = self.paths[(idx + k) % len(self.paths)]
+            if path in self._bad:
+                continue
+            try:
+                img = fit_image(load_image(path), self.size)
+            except ImageLoadError as e:
+                self._bad.add(path)
+                warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
+                continue
+            return to_chw(img), random_secret(self.secret_size)
+        raise RuntimeError(f"none of the {len(self.paths)} images can be read")
+
+
+#################################################################################
+#                             Built-in photo source                             #
+#################################################################################
+
+def _skimage(name):
+    def load():
+        import skimage.data
+        img = getattr(skimage.data, name)()
+        return img[0] if isinstance(img, tuple) else img    # stereo_motorcycle returns (left, right, disparity)
+    return load
+
+
+def _sklearn(name):
+    def load():
+        from sklearn.datasets import load_sample_image
+        return load_sample_image(name)
+    return load
+
+
+def _matplotlib(name):
+    def load():
+        import os
+        import matplotlib
+        return np.asarray(Image.open(os.path.join(matplotlib.get_data_path(), "sample_data", name)).convert("RGB"))
+    return load
+
+
+# The colour photographs shipped inside scikit-image, scikit-learn and matplotlib (SPEC §4). The held-out split is
+# never used for training, so models can be evaluated on photos they have not seen.
+BUILTIN_PHOTOS = {
+    "astronaut": _skimage("astronaut"),
+    "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"),
+    "hubble_deep_field": _skimage("hubble_deep_field"),
+    "immunohistochemistry": _skimage("immunohistochemistry"),
+    "retina": _skimage("retina"),
+    "stereo_motorcycle": _skimage("stereo_motorcycle"),
+    "flower": _sklearn("flower.jpg"),
+    "chelsea": _skimage("chelsea"),
+    "china": _sklearn("china.jpg"),
+    "grace_hopper": _matplotlib("grace_hopper.jpg"),
+}
+BUILTIN_SPLITS = {
+    "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+              "stereo_motorcycle", "flower"),
+    "heldout": ("chelsea", "china", "grace_hopper"),
+}
+BUILTIN_SPLITS["all"] = BUILTIN_SPLITS["train"] + BUILTIN_SPLITS["heldout"]
+
+
+def load_builtin_photo(name: str) -> Image.Image:
+    """One built-in photo by name -> PIL RGB at its native size."""
+    if name not in BUILTIN_PHOTOS:
+        raise ValueError(f"unknown built-in photo {name!r}; choose from {sorted(BUILTIN_PHOTOS)}")
+    return Image.fromarray(np.asarray(BUILTIN_PHOTOS[name]()).astype(np.uint8)).convert("RGB")
+
+
+class BuiltinPhotosDataset(Dataset):
+    """Random crops and flips of the built-in photos: an offline source of natural images for demos and tests.
+
+    Each item picks a photo (idx modulo the split), a random square-ish crop covering 30-100% of the shorter side,
+    an optional horizontal flip, and resizes to `size`. `length` sets the nominal epoch length.
+    """
+
+    def __init__(self, size=(128, 128), secret_size=100, split="train", length=1000, min_scale=0.3):
+        if split not in BUILTIN_SPLITS:
+            raise ValueError(f"split={split!r}: choose from {sorted(BUILTIN_SPLITS)}")
+        self.names = BUILTIN_SPLITS[split]
+        self.photos = [load_builtin_photo(n) for n in self.names]
+        self.size, self.secret_size = tuple(size), secret_size
+        self.length, self.min_scale = length, min_scale
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, idx):
+        img = self.photos[idx % len(self.photos)]
+        W, H = img.size
+        h, w = self.size
+        # Crop with the target aspect ratio, side drawn from [min_scale, 1] of the largest crop that fits.
+        scale = float(torch.empty(()).uniform_(self.min_scale, 1.0))
+        cw = min(W, int(H * w / h))
+        cw = max(int(cw * scale), 1)
+        ch = max(int(cw * h / w), 1)
+        x0 = int(torch.randint(0, W - cw + 1, ()))
+        y0 = int(torch.randint(0, H - ch + 1, ()))
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BICUBIC)
+        if torch.rand(()) < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_chw(crop), random_secret(self.secret_size)

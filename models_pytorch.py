@@ -1,0 +1,357 @@
+"""StegaStamp networks (encoder, decoder with STN, WGAN critic), their config, and checkpoints.
+
+A layer-by-layer port of the TF 1.13 models.py (SPEC §1.2-1.4): same widths, kernels, strides, activations,
+initialisers, the -0.5 input shift and TF 'same' padding, so the parameter counts at 400x400 equal the released
+model's (SPEC §1.5). Sizes are derived from ModelConfig; nothing is tied to 400x400.
+
+    cfg = ModelConfig()                                   # 400x400, 100 bits
+    enc, dec = StegaStampEncoder(cfg), StegaStampDecoder(cfg)
+    residual = enc(secret, image)                         # (B, L) in {0,1}, (B, 3, H, W) in [0,1] -> (B, 3, H, W)
+    logits = dec(torch.clamp(image + residual, 0, 1))     # (B, L) logits; bits = (logits > 0)
+    save_checkpoint("ckpt.pt", cfg, enc, dec)
+    cfg, enc, dec = load_checkpoint("ckpt.pt", device="cpu")
+"""
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+#################################################################################
+#                                     Config                                    #
+#################################################################################
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything inference needs to rebuild the networks and read the secret. Travels inside every checkpoint."""
+    secret_size: int = 100    # L, bits the encoder hides (the released model and base.sh use 100)
+    height: int = 400         # model input size; any multiple of 16 (see __post_init__)
+    width: int = 400
+    data_bytes: int = 7       # secret codec: UTF-8 bytes of text per message
+    bch_t: int = 5            # BCH correctable bit errors
+    bch_prim_poly: int = 137  # BCH primitive polynomial, x^7 + x^3 + 1 -> GF(2^7), n = 127
+
+    def __post_init__(self):
+        # The secret is a (3, H/8, W/8) map upsampled x8, and the U-Net goes down four stride-2 convs and back up
+        # with x2 upsampling, so H/16 must be an integer for the skip connections to line up.
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 16 or v % 16:
+                raise ValueError(f"ModelConfig.{name}={v!r}: must be a multiple of 16 (>= 16)")
+        if self.secret_size < 1:
+            raise ValueError(f"ModelConfig.secret_size={self.secret_size!r}: must be positive")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Rebuild from asdict(); unknown keys are an error (a checkpoint from a different code version)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model_config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+#################################################################################
+#                                 Building blocks                               #
+#################################################################################
+
+def same_pad(size: int, kernel: int, stride: int):
+    """TF 'same' padding along one axis -> (before, after). TF puts the odd pixel after (bottom/right)."""
+    out = -(-size // stride)  # ceil
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def same_out(size: int, n_stride2: int) -> int:
+    """Spatial size after n stride-2 'same' convs: ceil(size / 2) applied n times."""
+    for _ in range(n_stride2):
+        size = -(-size // 2)
+    return size
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow 'same' padding, optionally followed by ReLU.
+
+    PyTorch's padding=1 pads both sides; for stride 2 on even sizes TF pads 0 before and 1 after (SPEC §1.6).
+    Matching it keeps the sampling grid of the original, so ported TF weights produce the same outputs.
+    """
+
+    def __init__(self, in_ch, out_ch, kernel, stride=1, relu=True):
+        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0)
+        self.relu = relu
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        top, bottom = same_pad(h, self.kernel_size[0], self.stride[0])
+        left, right = same_pad(w, self.kernel_size[1], self.stride[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        x = super().forward(x)
+        return F.relu(x) if self.relu else x
+
+
+def check_input(image: torch.Tensor, cfg: ModelConfig, who: str):
+    """Fail with a readable message (not a matmul shape error) when an image does not match the model size."""
+    if image.dim() != 4 or tuple(image.shape[1:]) != (3, cfg.height, cfg.width):
+        raise ValueError(f"{who} expects images of shape (B, 3, {cfg.height}, {cfg.width}), got {tuple(image.shape)}")
+
+
+def he_normal_(w: torch.Tensor):
+    """Keras he_normal as in TF 1.13: truncated normal (±2 std), std = sqrt(2 / fan_in) / 0.8796 (truncation fix)."""
+    fan_in = w[0].numel() if w.dim() > 1 else w.numel()
+    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
+
+
+def init_weights(module: nn.Module, scheme: str):
+    """Keras-style init for every conv/linear in `module`: 'he_normal' or 'glorot_uniform', zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "he_normal":
+                he_normal_(m.weight)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def flatten_hwc(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W*C) in TF's NHWC flatten order, so Dense weights keep the TF layout."""
+    return x.permute(0, 2, 3, 1).flatten(1)
+
+
+#################################################################################
+#                                     Encoder                                   #
+#################################################################################
+
+class StegaStampEncoder(nn.Module):
+    """(secret (B, L) in {0,1}, image (B, 3, H, W) in [0,1]) -> unbounded residual (B, 3, H, W). Port of models.py."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.secret_hw = (cfg.height // 8, cfg.width // 8)   # 50x50 at 400
+        self.secret_dense = nn.Linear(cfg.secret_size, 3 * self.secret_hw[0] * self.secret_hw[1])
+        self.up_secret = nn.Upsample(scale_factor=8, mode="nearest")
+        self.up2 = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv1 = Conv2dSame(6, 32, 3)
+        self.conv2 = Conv2dSame(32, 32, 3, 2)
+        self.conv3 = Conv2dSame(32, 64, 3, 2)
+        self.conv4 = Conv2dSame(64, 128, 3, 2)
+        self.conv5 = Conv2dSame(128, 256, 3, 2)
+        self.up6 = Conv2dSame(256, 128, 2)   # the up-convs are 2x2 'same' after nearest x2
+        self.conv6 = Conv2dSame(256, 128, 3)
+        self.up7 = Conv2dSame(128, 64, 2)
+        self.conv7 = Conv2dSame(128, 64, 3)
+        self.up8 = Conv2dSame(64, 32, 2)
+        self.conv8 = Conv2dSame(64, 32, 3)
+        self.up9 = Conv2dSame(32, 32, 2)
+        self.conv9 = Conv2dSame(32 + 32 + 6, 32, 3)
+        # conv10 is dead in the original: computed from conv9 but the residual reads conv9. We keep its weights so the
+        # state_dict mirrors the TF variable set (and the parameter count is the released model's), never run it
+        # (saves a full-resolution conv), and freeze it so optimizers and DDP ignore it.
+        self.conv10 = Conv2dSame(32, 32, 3)
+        self.residual = Conv2dSame(32, 3, 1, relu=False)
+        init_weights(self, "he_normal")
+        self.conv10.requires_grad_(False)
+
+    def forward(self, secret, image):
+        """secret (B, L) in {0,1}, image (B, 3, H, W) in [0,1] -> residual (B, 3, H, W), no tanh, no clipping."""
+        check_input(image, self.cfg, "encoder")
+        B = secret.shape[0]
+        s = F.relu(self.secret_dense(secret - 0.5))               # (B, 3*H/8*W/8)
+        # TF reshapes the Dense output as (H/8, W/8, 3) HWC; keep that order so TF weights port unchanged.
+        s = s.view(B, self.secret_hw[0], self.secret_hw[1], 3).permute(0, 3, 1, 2)  # (B, 3, H/8, W/8)
+        s = self.up_secret(s)                                      # (B, 3, H, W)
+        inputs = torch.cat([s, image - 0.5], dim=1)                # (B, 6, H, W), secret channels first
+        c1 = self.conv1(inputs)                                    # (B, 32, H, W)
+        c2 = self.conv2(c1)                                        # (B, 32, H/2, W/2)
+        c3 = self.conv3(c2)                                        # (B, 64, H/4, W/4)
+        c4 = self.conv4(c3)                                        # (B, 128, H/8, W/8)
+        c5 = self.conv5(c4)                                        # (B, 256, H/16, W/16)
+        c6 = self.conv6(torch.cat([c4, self.up6(self.up2(c5))], 1))  # (B, 256 -> 128, H/8, W/8)
+        c7 = self.conv7(torch.cat([c3, self.up7(self.up2(c6))], 1))  # (B, 128 -> 64, H/4, W/4)
+        c8 = self.conv8(torch.cat([c2, self.up8(self.up2(c7))], 1))  # (B, 64 -> 32, H/2, W/2)
+        c9 = self.conv9(torch.cat([c1, self.up9(self.up2(c8)), inputs], 1))  # (B, 70 -> 32, H, W)
+        return self.residual(c9)                                   # (B, 3, H, W), linear
+
+
+#################################################################################
+#                                     Decoder                                   #
+#################################################################################
+
+class StegaStampDecoder(nn.Module):
+    """image (B, 3, H, W) in [0,1] -> secret logits (B, L). STN (identity at init) followed by a CNN. Port of models.py.
+
+    The STN warp uses affine_grid/grid_sample semantics (align_corners=True, border padding), the close analogue of
+    the pip `stn` sampler the original used; that sampler's (W-2)/2 scaling shrinks even the identity by 398/399,
+    which matters only for bit-exact decoding of TF weights (SPEC §1.6), not for training.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, W = cfg.height, cfg.width
+        self.stn_convs = nn.Sequential(Conv2dSame(3, 32, 3, 2), Conv2dSame(32, 64, 3, 2), Conv2dSame(64, 128, 3, 2))
+        stn_flat = 128 * same_out(H, 3) * same_out(W, 3)   # 400->200->100->50: 50*50*128 = 320000
+        self.stn_dense = nn.Linear(stn_flat, 128)
+        self.stn_theta = nn.Linear(128, 6)
+        self.convs = nn.Sequential(
+            Conv2dSame(3, 32, 3, 2), Conv2dSame(32, 32, 3), Conv2dSame(32, 64, 3, 2), Conv2dSame(64, 64, 3),
+            Conv2dSame(64, 64, 3, 2), Conv2dSame(64, 128, 3, 2), Conv2dSame(128, 128, 3, 2))
+        flat = 128 * same_out(H, 5) * same_out(W, 5)       # 400->200->100->50->25->13: 13*13*128 = 21632
+        self.dense = nn.Linear(flat, 512)
+        self.logits = nn.Linear(512, cfg.secret_size)
+        init_weights(self, "glorot_uniform")
+        # The STN starts as the identity: zero weights, bias = [1,0,0, 0,1,0] (tf.Variables in the original).
+        nn.init.zeros_(self.stn_theta.weight)
+        with torch.no_grad():
+            self.stn_theta.bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+        # Homogeneous base grid in normalised coords, x and y in linspace(-1, 1) (align_corners=True convention).
+        ys, xs = torch.linspace(-1, 1, H), torch.linspace(-1, 1, W)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        self.register_buffer("base_grid", torch.stack([gx, gy, torch.ones_like(gx)], -1).view(1, H * W, 3),
+                             persistent=False)  # (1, H*W, 3)
+
+    def stn(self, x):
+        """x (B, 3, H, W), already shifted by -0.5 -> warped x. A hand-built affine grid also exports to ONNX < 20."""
+        B, C, H, W = x.shape
+        h = F.relu(self.stn_dense(flatten_hwc(self.stn_convs(x))))     # (B, 128)
+        theta = self.stn_theta(h).view(B, 2, 3)                         # (B, 2, 3) affine, output -> input coords
+        grid = torch.bmm(self.base_grid.expand(B, -1, -1), theta.transpose(1, 2))  # (B, H*W, 2) as (x, y)
+        return F.grid_sample(x, grid.view(B, H, W, 2), mode="bilinear", padding_mode="border", align_corners=True)
+
+    def forward(self, image):
+        """image (B, 3, H, W) in [0,1] -> logits (B, L). Bits are (logits > 0); sigmoid only at the deploy boundary."""
+        check_input(image, self.cfg, "decoder")
+        x = self.stn(image - 0.5)                          # (B, 3, H, W)
+        x = flatten_hwc(self.convs(x))                     # (B, 13*13*128) at 400
+        return self.logits(F.relu(self.dense(x)))          # (B, L)
+
+
+#################################################################################
+#                                 Critic (WGAN)                                 #
+#################################################################################
+
+class Discriminator(nn.Module):
+    """image (B, 3, H, W) in [0,1] -> (scalar mean score, heat-map (B, 1, H/16, W/16)). Port of models.py."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.convs = nn.Sequential(
+            Conv2dSame(3, 8, 3, 2), Conv2dSame(8, 16, 3, 2), Conv2dSame(16, 32, 3, 2), Conv2dSame(32, 64, 3, 2),
+            Conv2dSame(64, 1, 3, relu=False))
+        init_weights(self, "glorot_uniform")
+
+    def forward(self, image):
+        heat = self.convs(image - 0.5)       # (B, 1, H/16, W/16)
+        return heat.mean(), heat             # one scalar over batch and space, as the original
+
+
+def count_parameters(module: nn.Module) -> int:
+    """All parameters, frozen ones included (conv10 counts, as in the TF variable set)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+#################################################################################
+#                                   Checkpoints                                 #
+#################################################################################
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not match this code. The message is one line naming the file."""
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under torch.compile (_orig_mod) and DDP (.module) wrappers, so saved keys never carry prefixes."""
+    module = getattr(module, "_orig_mod", module)
+    module = getattr(module, "module", module)
+    return getattr(module, "_orig_mod", module)
+
+
+def atomic_torch_save(obj, path):
+    """torch.save to a temp file in the same folder, then os.replace: a crash never leaves a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, cfg: ModelConfig, encoder, decoder, discriminator=None, opt_g=None, opt_d=None,
+                    step: int = 0, train_args: dict = None, **extra):
+    """Write a self-describing checkpoint (primitives and state_dicts only, loadable with weights_only=True).
+
+    `extra` holds further primitives/tensors a trainer needs to resume (e.g. RNG states).
+    """
+    ckpt = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_config": asdict(cfg),
+        "encoder": unwrap(encoder).state_dict(),
+        "decoder": unwrap(decoder).state_dict(),
+        "discriminator": unwrap(discriminator).state_dict() if discriminator is not None else None,
+        "opt_g": opt_g.state_dict() if opt_g is not None else None,
+        "opt_d": opt_d.state_dict() if opt_d is not None else None,
+        "step": int(step),
+        "train_args": dict(train_args or {}),
+        **extra,
+    }
+    atomic_torch_save(ckpt, path)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """Load and validate a checkpoint dict (weights_only=True). Raises CheckpointError with a one-line reason."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip/pickle errors, truncated files, disallowed globals
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable StegaStamp checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise CheckpointError(f"{path}: not a StegaStamp checkpoint (no 'model_config'; a bare state_dict?)")
+    version = ckpt.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {version!r}, this code reads "
+                              f"{CHECKPOINT_FORMAT_VERSION}")
+    missing = [k for k in ("encoder", "decoder") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} weights")
+    try:
+        ModelConfig.from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad model_config: {e}") from None
+    return ckpt
+
+
+def load_state(module: nn.Module, state: dict, what: str, path) -> None:
+    """load_state_dict(strict) with a one-line CheckpointError listing the mismatch instead of a page of keys."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path}: {what} weights do not match the architecture ({detail[:300]})") from None
+
+
+def load_checkpoint(path, device="cpu"):
+    """path -> (ModelConfig, encoder, decoder) in eval mode on `device`. Never returns an untrained model."""
+    ckpt = read_checkpoint(path)
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    encoder, decoder = StegaStampEncoder(cfg), StegaStampDecoder(cfg)
+    load_state(encoder, ckpt["encoder"], "encoder", path)
+    load_state(decoder, ckpt["decoder"], "decoder", path)
+    return cfg, encoder.to(device).eval(), decoder.to(device).eval()
