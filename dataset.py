@@ -1,7 +1,9 @@
 """Training data: images from a folder tree, or natural photos that ship inside installed packages (no download).
 
 Both yield (image (3, H, W) float32 in [0,1], secret (L,) float32 in {0,1}), with fresh Bernoulli(0.5) bits each
-time an item is read (the original draws a new random secret per sample).
+time an item is read (the original draws a new random secret per sample). An item can be asked for as `ds[idx]`
+(randomness from torch's global RNG) or as `ds[(idx, seed)]` (randomness from that seed alone), which makes training
+data independent of DataLoader workers and exactly reproducible on resume (see train_pytorch.SeededSampler).
 
     ds = ImageFolderDataset("data/mirflickr", size=(400, 400), secret_size=100)
     ds = BuiltinPhotosDataset(size=(128, 128), secret_size=100, split="train", length=1000)
@@ -16,9 +18,17 @@ from torch.utils.data import Dataset
 from codec_io import ImageLoadError, fit_image, image_to_array, list_images, load_image
 
 
-def random_secret(secret_size: int) -> torch.Tensor:
-    """(L,) float32 Bernoulli(0.5) bits from torch's RNG (seeded per DataLoader worker)."""
-    return torch.randint(0, 2, (secret_size,)).float()
+def random_secret(secret_size: int, generator=None) -> torch.Tensor:
+    """(L,) float32 Bernoulli(0.5) bits."""
+    return torch.randint(0, 2, (secret_size,), generator=generator).float()
+
+
+def split_key(key):
+    """ds[idx] or ds[(idx, seed)] -> (idx, torch.Generator or None)."""
+    if isinstance(key, (tuple, list)):
+        idx, seed = key
+        return int(idx), torch.Generator().manual_seed(int(seed))
+    return int(key), None
 
 
 def to_chw(img: Image.Image) -> torch.Tensor:
@@ -43,7 +53,8 @@ class ImageFolderDataset(Dataset):
     def __len__(self):
         return len(self.paths)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, key):
+        idx, gen = split_key(key)
         for k in range(len(self.paths)):
             path = self.paths[(idx + k) % len(self.paths)]
             if path in self._bad:
@@ -54,7 +65,7 @@ class ImageFolderDataset(Dataset):
                 self._bad.add(path)
                 warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
                 continue
-            return to_chw(img), random_secret(self.secret_size)
+            return to_chw(img), random_secret(self.secret_size, gen)
         raise RuntimeError(f"none of the {len(self.paths)} images can be read")
 
 
@@ -133,18 +144,19 @@ class BuiltinPhotosDataset(Dataset):
     def __len__(self):
         return self.length
 
-    def __getitem__(self, idx):
+    def __getitem__(self, key):
+        idx, gen = split_key(key)
         img = self.photos[idx % len(self.photos)]
         W, H = img.size
         h, w = self.size
         # Crop with the target aspect ratio, side drawn from [min_scale, 1] of the largest crop that fits.
-        scale = float(torch.empty(()).uniform_(self.min_scale, 1.0))
+        scale = float(torch.rand((), generator=gen)) * (1.0 - self.min_scale) + self.min_scale
         cw = min(W, int(H * w / h))
         cw = max(int(cw * scale), 1)
         ch = max(int(cw * h / w), 1)
-        x0 = int(torch.randint(0, W - cw + 1, ()))
-        y0 = int(torch.randint(0, H - ch + 1, ()))
+        x0 = int(torch.randint(0, W - cw + 1, (), generator=gen))
+        y0 = int(torch.randint(0, H - ch + 1, (), generator=gen))
         crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BICUBIC)
-        if torch.rand(()) < 0.5:
+        if torch.rand((), generator=gen) < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        return to_chw(crop), random_secret(self.secret_size)
+        return to_chw(crop), random_secret(self.secret_size, gen)

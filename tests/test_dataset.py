@@ -53,3 +53,12 @@ def test_builtin_dataset_random_crops():
     assert a.shape == (3, 64, 96) and s.shape == (100,) and 0 <= a.min() and a.max() <= 1
     assert not torch.equal(a, b)   # a fresh crop each read
     assert a.std() > 0.05          # natural content, not a flat image
+
+
+def test_seeded_items_are_reproducible():
+    ds = BuiltinPhotosDataset(size=(32, 32), secret_size=100, split="train", length=4)
+    a, sa = ds[(1, 123)]
+    b, sb = ds[(1, 123)]
+    c, sc = ds[(1, 124)]
+    assert torch.equal(a, b) and torch.equal(sa, sb)
+    assert not torch.equal(a, c) and not torch.equal(sa, sc)

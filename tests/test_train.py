@@ -1,0 +1,96 @@
+"""train_pytorch.py end to end at a tiny size: checkpoints and TensorBoard events, exact resume, borders, DDP."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_pytorch
+from models_pytorch import load_checkpoint, read_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--size", "32", "--batch_size", "2", "--lpips_backbone", "random", "--workers", "0", "--log_interval", "1",
+        "--no_progress", "--img_interval", "2", "--no_im_loss_steps", "1", "--rnd_trans_ramp", "2",
+        "--l2_loss_ramp", "2", "--lpips_loss_ramp", "2", "--G_loss_ramp", "2", "--l2_edge_delay", "1",
+        "--l2_edge_ramp", "2", "--rnd_bri_ramp", "2", "--jpeg_quality_ramp", "2"]
+
+
+def run(tmp_path, name, *extra):
+    args = train_pytorch.get_parser().parse_args(
+        [name, *TINY, "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir", str(tmp_path / "ckpt"), *extra])
+    return train_pytorch.main(args)
+
+
+def test_two_steps_write_checkpoint_and_events(tmp_path):
+    assert run(tmp_path, "t", "--num_steps", "2") == 2
+    final = tmp_path / "ckpt" / "t" / "t_final.pth"
+    cfg, enc, dec = load_checkpoint(final)
+    assert (cfg.height, cfg.secret_size) == (32, 100)
+    ckpt = read_checkpoint(final)
+    assert ckpt["step"] == 2 and ckpt["opt_g"] is not None and ckpt["discriminator"] is not None
+    assert glob.glob(str(tmp_path / "logs" / "t" / "events.out.tfevents.*"))
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "t" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2]
+    # step 2 is past the warm-up: every loss term is present and finite
+    assert {"loss/secret", "loss/l2", "loss/lpips", "loss/G", "loss/D", "metric/bit_acc"} <= set(rows[1])
+    assert all(torch.isfinite(torch.tensor(v)) for r in rows for v in r.values())
+
+
+def _weights(path):
+    ckpt = read_checkpoint(path)
+    return {f"{part}.{k}": v for part in ("encoder", "decoder", "discriminator") for k, v in ckpt[part].items()}
+
+
+def test_resume_is_exact(tmp_path):
+    run(tmp_path, "full", "--num_steps", "4", "--last_every", "2")
+    run(tmp_path, "half", "--num_steps", "2", "--ckpt_every", "2")
+    run(tmp_path, "half", "--num_steps", "4", "--pretrained", str(tmp_path / "ckpt" / "half" / "half_final.pth"))
+    a, b = _weights(tmp_path / "ckpt" / "full" / "full_final.pth"), _weights(tmp_path / "ckpt" / "half" / "half_final.pth")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # ...and the resumed half really trained: it differs from the step-2 state it started from
+    mid = _weights(tmp_path / "ckpt" / "half" / "half_0000002.pth")
+    assert any(not torch.equal(a[k], mid[k]) for k in a)
+
+
+def test_resume_refuses_other_model_config(tmp_path):
+    run(tmp_path, "a", "--num_steps", "1")
+    with pytest.raises(SystemExit, match="was trained with"):
+        run(tmp_path, "a", "--num_steps", "2", "--size", "48", "--pretrained", str(tmp_path / "ckpt" / "a" / "a_final.pth"))
+
+
+@pytest.mark.parametrize("borders", train_pytorch.BORDERS)
+def test_every_border_mode_runs(tmp_path, borders):
+    assert run(tmp_path, borders, "--num_steps", "2", "--borders", borders, "--no-tensorboard") == 2
+
+
+def test_fill_borders_values():
+    image = torch.rand(2, 3, 16, 16)
+    M = torch.tensor([[1.0, 0, -4, 0, 1, 0, 0, 0]]).repeat(2, 2, 1)   # unwarp shifts right by 4: 4 empty columns
+    white = train_pytorch.fill_borders(image, image, M, "white")
+    black = train_pytorch.fill_borders(image, image, M, "black")
+    assert torch.allclose(white[..., :4], torch.ones(1)) and black[..., :4].abs().max() < 1e-6
+    other = train_pytorch.fill_borders(image, image, M, "image")
+    assert torch.allclose(other[0, :, :, :4], image[1, :, :, :4], atol=1e-6)
+
+
+def test_gated_warmup_waits_for_accuracy(tmp_path):
+    """With --secret_warmup_acc the warm-up does not end at no_im_loss_steps while the bits are unread."""
+    run(tmp_path, "g", "--num_steps", "3", "--secret_warmup_acc", "0.99", "--gate_window", "1")
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "g" / "metrics.jsonl")]
+    assert all(r["ramp/warmup"] == 1.0 for r in rows) and "loss/l2" not in rows[-1]
+    assert read_checkpoint(tmp_path / "ckpt" / "g" / "g_final.pth")["gate_step"] is None
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "train_pytorch.py"), "ddp", *TINY, "--num_steps", "3", "--device", "cpu",
+           "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir", str(tmp_path / "ckpt")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ranks in sync: 2 processes" in res.stdout
+    assert (tmp_path / "ckpt" / "ddp" / "ddp_final.pth").exists()

