@@ -31,6 +31,7 @@ class DecodeResult:
     message: Optional[str]
     corrected_bits: Optional[int] = None   # bit errors BCH located and fixed (data + ECC), None on failure
     reason: str = ""                       # why decoding failed, empty on success
+    confidence: Optional[float] = None     # mean |2p - 1| over the bits (1 = every bit certain), set by a model
 
     @property
     def ok(self) -> bool:
@@ -217,3 +218,209 @@ def list_images(folder, recursive: bool = True) -> list:
         found += [os.path.join(root, f) for f in files
                   if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
     return sorted(found)
+
+
+#################################################################################
+#          Encode / decode pipeline, shared by the PyTorch and ONNX paths        #
+#################################################################################
+
+def resize_float(arr: np.ndarray, size) -> np.ndarray:
+    """float32 (h, w, C) -> (H, W, C) with bilinear interpolation, size=(W, H) as PIL. Channel by channel in PIL's
+    float mode, so no uint8 quantisation of the (signed) residual."""
+    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., c], dtype=np.float32), "F")
+                        .resize(size, Image.BILINEAR)) for c in range(arr.shape[-1])]
+    return np.stack(chans, -1)
+
+
+class StegaStampRunner:
+    """Everything around the networks: secret codec, resizing, full-resolution composition, bit decoding.
+
+    Subclasses (StegaStamp in stegastamp_pytorch.py, OnnxStegaStamp in onnx_inference.py) implement two calls on
+    numpy batches: run_encoder(secrets (B, L), images (B, 3, h, w) in [0,1]) -> residuals (B, 3, h, w) and
+    run_decoder(images (B, 3, h, w) in [0,1]) -> logits (B, L). Both paths thus produce the same images and messages.
+
+    Encoding keeps the input's full resolution by default: the model sees the whole image resized to its size (h, w),
+    and its residual is upsampled back onto the untouched full-resolution cover (the TrustMark approach), so a
+    4000x3000 photo stays 4000x3000 and sharp. fit=True reproduces the original: centre crop and resize to (h, w).
+    Decoding resizes the whole image to (h, w), which undoes the full-resolution encoding's stretch.
+    """
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+        self.size = (int(config["height"]), int(config["width"]))
+        self.codec = SecretCodec.from_config(config)
+
+    def run_encoder(self, secrets: np.ndarray, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run_decoder(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def model_input(self, img: Image.Image) -> np.ndarray:
+        """PIL RGB at any size -> float32 (h, w, 3) in [0,1] at the model size (whole image, aspect not kept)."""
+        h, w = self.size
+        return image_to_array(img if img.size == (w, h) else img.resize((w, h), Image.BICUBIC))
+
+    def encode_batch(self, images, secrets, strength=1.0, fit=False):
+        """Lists of PIL images and texts -> list of (encoded PIL, residual PIL), each at the cover's size.
+
+        The residual image is strength * residual + 0.5 (grey = no change), like the original's residual PNG."""
+        bits = np.stack([self.codec.encode(s) for s in secrets])                     # (B, L); raises on long text
+        covers = [fit_image(im, self.size) if fit else im for im in images]
+        x = np.stack([self.model_input(c) for c in covers])                          # (B, h, w, 3)
+        r = self.run_encoder(bits, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)   # (B, h, w, 3), unbounded
+        out = []
+        for cover, xi, ri in zip(covers, x, r):
+            if cover.size != (self.size[1], self.size[0]):
+                ri = resize_float(ri, cover.size)                                    # (H, W, 3) full resolution
+                xi = image_to_array(cover)
+            ri = ri * strength
+            out.append((array_to_image(np.clip(xi + ri, 0, 1)), array_to_image(np.clip(ri + 0.5, 0, 1))))
+        return out
+
+    def encode(self, image: Image.Image, secret: str, strength: float = 1.0, fit: bool = False):
+        """One PIL image + text -> (encoded PIL, residual PIL)."""
+        return self.encode_batch([image], [secret], strength, fit)[0]
+
+    def decode_batch(self, images):
+        """List of PIL images -> list of DecodeResult (message or None, corrected bits, confidence)."""
+        x = np.stack([self.model_input(im) for im in images]).transpose(0, 3, 1, 2)  # (B, 3, h, w)
+        logits = np.asarray(self.run_decoder(x), dtype=np.float64)                   # (B, L)
+        prob = 1 / (1 + np.exp(-logits))
+        results = []
+        for p in prob:
+            res = self.codec.decode((p > 0.5).astype(np.float32))
+            results.append(DecodeResult(res.message, res.corrected_bits, res.reason,
+                                        float(np.mean(np.abs(2 * p - 1)))))
+        return results
+
+    def decode(self, image: Image.Image) -> DecodeResult:
+        return self.decode_batch([image])[0]
+
+
+#################################################################################
+#                 Command-line front end (encode / decode scripts)              #
+#################################################################################
+
+def add_input_arguments(parser):
+    g = parser.add_mutually_exclusive_group(required=True)
+    g.add_argument("--image", help="one image file")
+    g.add_argument("--images_dir", help="a folder of images (recursive)")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per network call")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def add_encode_arguments(parser):
+    add_input_arguments(parser)
+    parser.add_argument("--save_dir", default="out", help="writes <stem>_hidden.png and <stem>_residual.png here")
+    parser.add_argument("--secret", default="Stega!!", help="text to hide: at most 7 UTF-8 bytes")
+    parser.add_argument("--strength", type=float, default=1.0, help="scales the residual (1 = as trained)")
+    parser.add_argument("--fit", action="store_true",
+                        help="original behaviour: centre-crop and resize to the model size (default: keep the "
+                             "input's full resolution)")
+
+
+def add_decode_arguments(parser):
+    add_input_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of text lines")
+
+
+def input_paths(args) -> list:
+    if args.image:
+        return [args.image]
+    paths = list_images(args.images_dir)
+    if not paths:
+        raise ImageLoadError(f"{args.images_dir}: no images found")
+    return paths
+
+
+def _progress(total, disable):
+    import sys
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or disable or total < 2 or not sys.stderr.isatty():
+        return None
+    return tqdm(total=total, unit="img")
+
+
+def _batches(paths, batch_size, failures, bar):
+    """Yield (paths, PIL images) batches of readable files; unreadable ones go to `failures` with their error."""
+    batch = []
+    for path in paths:
+        try:
+            batch.append((path, load_image(path)))
+        except ImageLoadError as e:
+            failures.append((path, str(e)))
+            if bar is not None:
+                bar.update(1)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _report(failures, n, what, err):
+    for _, msg in failures:
+        print(f"error: {msg}", file=err)
+    if n > 1 or failures:
+        print(f"{what} {n - len(failures)} of {n} images" + (f", {len(failures)} failed" if failures else ""),
+              file=err)
+    return 1 if failures else 0
+
+
+def run_encode_cli(runner: StegaStampRunner, args) -> int:
+    """Encode every input, write <stem>_hidden.png / <stem>_residual.png atomically; report failures; exit code."""
+    import sys
+    runner.codec.encode(args.secret)  # a secret that does not fit fails before any work
+    paths = input_paths(args)
+    os.makedirs(args.save_dir, exist_ok=True)
+    inputs = {os.path.realpath(p) for p in paths}
+    failures, bar = [], _progress(len(paths), args.no_progress)
+    for batch in _batches(paths, args.batch_size, failures, bar):
+        results = runner.encode_batch([im for _, im in batch], [args.secret] * len(batch), args.strength, args.fit)
+        for (path, _), (encoded, residual) in zip(batch, results):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            outs = [os.path.join(args.save_dir, f"{stem}_{kind}.png") for kind in ("hidden", "residual")]
+            if any(os.path.realpath(o) in inputs for o in outs):
+                failures.append((path, f"{path}: refusing to overwrite an input file with {outs[0]}"))
+                continue
+            try:
+                save_image(encoded, outs[0], compress_level=1)   # fast PNG: 12-megapixel outputs stay quick
+                save_image(residual, outs[1], compress_level=1)
+            except OSError as e:
+                failures.append((path, f"{outs[0]}: cannot write ({e.strerror or e})"))
+                continue
+            if bar is None:
+                print(f"{path} -> {outs[0]}")
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return _report(failures, len(paths), "encoded", sys.stderr)
+
+
+def run_decode_cli(runner: StegaStampRunner, args) -> int:
+    """Decode every input; print `path: 'msg' (corrected N bit errors)` / `path: no message found`, or JSON."""
+    import json
+    import sys
+    paths = input_paths(args)
+    failures, rows, bar = [], [], _progress(len(paths), args.no_progress or args.json)
+    for batch in _batches(paths, args.batch_size, failures, bar):
+        for (path, _), res in zip(batch, runner.decode_batch([im for _, im in batch])):
+            rows.append({"file": path, "message": res.message, "corrected_bits": res.corrected_bits,
+                         "confidence": round(res.confidence, 4)})
+            if not args.json:
+                text = (f"{path}: {res.message!r} (corrected {res.corrected_bits} bit errors)" if res.ok
+                        else f"{path}: no message found")
+                (bar.write if bar is not None else print)(text)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    if args.json:
+        rows += [{"file": p, "message": None, "error": msg} for p, msg in failures]
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    return _report(failures, len(paths), "decoded", sys.stderr)

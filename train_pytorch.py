@@ -176,6 +176,43 @@ def critic_step(critic, opt_d, out, args):
     return d_loss.detach()
 
 
+def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, env):
+    """One generator update (secret loss only with its own Adam during the warm-up, else the full loss), then one
+    critic update after the warm-up. opts = (opt_secret, opt_g, opt_d). -> (out, losses, critic loss or None)."""
+    opt_secret, opt_g, opt_d = opts
+    args, scaler = env["args"], env["scaler"]
+    with env["autocast"]():
+        out = forward_pipeline(encoder, decoder, image, secret, M, args, env["aug"], rstep)
+        if warm:
+            losses = {"secret": F.binary_cross_entropy_with_logits(out["logits"].float(), secret)}
+            losses["total"] = losses["secret"]
+        else:
+            losses = compute_losses(out, image, secret, critic, env["lpips_fn"], env["scales"], args,
+                                    env["falloff"], env["yuv_scales"])
+    opt = opt_secret if warm else opt_g
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.step(opt)
+    scaler.update()
+    d_loss = None
+    if not warm and not args.no_gan:
+        with env["autocast"]():
+            d_loss = critic_step(critic, opt_d, out, args)
+    return out, losses, d_loss
+
+
+def amp_tools(amp, device):
+    """--amp -> (autocast context factory, GradScaler). bf16 works on CUDA and on CPUs with bf16 support; fp16 only
+    on CUDA and needs the GradScaler (bf16 has fp32's range and does not)."""
+    if amp == "none":
+        return nullcontext, torch.amp.GradScaler(enabled=False)
+    if amp == "fp16" and device.type != "cuda":
+        raise SystemExit("error: --amp fp16 needs CUDA; use --amp bf16 on the CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
 #################################################################################
 #                                Run management                                 #
 #################################################################################
@@ -311,9 +348,10 @@ def get_parser():
     g.add_argument("--lr", type=float, default=1e-4)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast on CUDA")
+    g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                   help="mixed precision: bf16 (CUDA, or a CPU with bf16 support) or fp16 (CUDA, with GradScaler)")
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder, decoder and critic")
-    g.add_argument("--channels_last", action="store_true", help="channels_last memory format (CUDA)")
+    g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     g.add_argument("--pretrained", default=None, help="checkpoint to resume from (weights, optimizers, step, RNG)")
     g = p.add_argument_group("losses and ramps (train.py defaults; base.sh values in the docstring)")
     g.add_argument("--l2_loss_scale", type=float, default=1.5)
@@ -436,10 +474,7 @@ def main(args):
         encoder, decoder, critic = (DDP(m, device_ids=ids) for m in (encoder, decoder, critic))
     if args.compile:
         encoder, decoder, critic = (torch.compile(m) for m in (encoder, decoder, critic))
-    use_amp = args.amp != "none" and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and args.amp == "fp16")
+    autocast, scaler = amp_tools(args.amp, device)
 
     lpips_fn = None
     if args.lpips_loss_scale > 0:
@@ -449,6 +484,8 @@ def main(args):
     falloff = edge_falloff(cfg.height, cfg.width).to(device)                       # (H, W)
     yuv_scales = torch.tensor([args.y_scale, args.u_scale, args.v_scale], device=device)
     aug = aug_config(args)
+    env = dict(args=args, aug=aug, lpips_fn=lpips_fn, falloff=falloff, yuv_scales=yuv_scales, autocast=autocast,
+               scaler=scaler)
     loader = make_loader(args, cfg, rank, start_step, device)
     if rank == 0:
         with open(os.path.join(log.dir, "config.json"), "w") as f:
@@ -478,26 +515,12 @@ def main(args):
         warm = gate_step is None
         # Ramps count from step 0 as the original, or from the gate with --secret_warmup_acc.
         rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
-        scales = loss_scales(args, rstep)
+        env["scales"] = scales = loss_scales(args, rstep)
         d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans * ramp(rstep, args.rnd_trans_ramp))
         M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
 
-        with autocast():
-            out = forward_pipeline(encoder, decoder, image, secret, M, args, aug, rstep)
-            if warm:
-                losses = {"secret": F.binary_cross_entropy_with_logits(out["logits"].float(), secret)}
-                losses["total"] = losses["secret"]
-            else:
-                losses = compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, yuv_scales)
-        opt = opt_secret if warm else opt_g
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(opt)
-        scaler.update()
-        d_loss = None
-        if not warm and not args.no_gan:
-            with autocast():
-                d_loss = critic_step(critic, opt_d, out, args)
+        out, losses, d_loss = train_step(encoder, decoder, critic, (opt_secret, opt_g, opt_d), image, secret, M,
+                                         rstep, warm, env)
         step += 1
         m = metrics(out, image, secret)
         if warm:

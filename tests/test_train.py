@@ -94,3 +94,28 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ranks in sync: 2 processes" in res.stdout
     assert (tmp_path / "ckpt" / "ddp" / "ddp_final.pth").exists()
+
+
+def test_loss_scales_follow_ramps_and_edge_delay():
+    args = train_pytorch.get_parser().parse_args(["x"])   # train.py defaults
+    s = train_pytorch.loss_scales(args, 10000)
+    assert s["l2"] == pytest.approx(1.5 * 10000 / 20000) and s["secret"] == 1.0
+    assert s["l2_edge_gain"] == 0.0                          # delayed until step 60000
+    assert train_pytorch.loss_scales(args, 70000)["l2_edge_gain"] == pytest.approx(10 * 10000 / 20000)
+    assert train_pytorch.loss_scales(args, 10**6)["G"] == 1.0
+    args.no_gan = True
+    assert train_pytorch.loss_scales(args, 10**6)["G"] == 0.0
+
+
+def test_critic_is_trained_and_clipped(tmp_path):
+    run(tmp_path, "c", "--num_steps", "3")
+    ckpt = read_checkpoint(tmp_path / "ckpt" / "c" / "c_final.pth")
+    weights = torch.cat([v.flatten() for k, v in ckpt["discriminator"].items()])
+    assert weights.abs().max() <= 0.01 + 1e-7                 # WGAN weight clipping
+    assert ckpt["opt_d"]["state"]                             # RMSprop has taken steps
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    assert run(tmp_path, "amp", "--num_steps", "2", "--amp", "bf16", "--no-tensorboard") == 2
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "amp" / "metrics.jsonl")]
+    assert all(torch.isfinite(torch.tensor(v)) for r in rows for v in r.values())

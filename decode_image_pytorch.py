@@ -1,0 +1,29 @@
+"""Read hidden messages from images with a trained checkpoint (port of decode_image.py, any image size).
+
+    python decode_image_pytorch.py pretrained/stegastamp_128.pth --image out/photo_hidden.png
+    python decode_image_pytorch.py CKPT --images_dir out/ --json
+Prints `path: 'Hello!' (corrected N bit errors)` or `path: no message found` per image; only BCH-verified messages
+are reported. Exit code 1 if an image could not be read, 2 for a bad checkpoint or argument.
+"""
+import argparse
+import sys
+
+from codec_io import add_decode_arguments, run_decode_cli
+from stegastamp_pytorch import run_script
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
+    add_decode_arguments(p)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    return p
+
+
+def main(args) -> int:
+    return run_script(args, run_decode_cli)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))

@@ -1,0 +1,149 @@
+"""Export a checkpoint's encoder and decoder to ONNX (single files, dynamic batch, opset 17) and check them.
+
+    python export_onnx.py pretrained/stegastamp_128.pth --out_dir pretrained/onnx --test
+    python export_onnx.py CKPT --out_dir onnx --int8 --test      # also an int8 (dynamic quantisation) decoder
+Writes encoder.onnx (secret (B, L), image (B, 3, H, W) in [0,1] -> residual, encoded = clip(image + residual)) and
+decoder.onnx (image -> logits (B, L), bits in {0,1}). The model config travels in each file's metadata, so
+onnx_inference.py needs nothing else.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from codec_io import SecretCodec
+from models_pytorch import CheckpointError, load_checkpoint
+
+METADATA_KEY = "stegastamp_model_config"
+
+
+class EncoderExport(nn.Module):
+    """(secret (B, L), image (B, 3, H, W) in [0,1]) -> (residual, encoded = clip(image + residual, 0, 1))."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, secret, image):
+        residual = self.encoder(secret, image)
+        return residual, torch.clamp(image + residual, 0, 1)   # the TF deploy graph's `stegastamp` output
+
+
+class DecoderExport(nn.Module):
+    """image (B, 3, H, W) in [0,1] -> (logits (B, L), bits = round(sigmoid(logits)) in {0,1})."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, image):
+        logits = self.decoder(image)
+        return logits, (logits > 0).float()
+
+
+def _export(module, inputs, names_in, names_out, path, cfg, opset):
+    """TorchScript-based exporter: our STN's hand-built affine grid exports at opset 16/17; batch axis dynamic."""
+    import onnx
+    dynamic = {n: {0: "batch"} for n in names_in + names_out}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The tracer warns about the shape checks and TF-padding arithmetic: they depend only on H and W, which are
+        # fixed per model, so tracing them as constants is intended.
+        warnings.simplefilter("ignore")
+        raw = os.path.join(tmp, "model.onnx")
+        torch.onnx.export(module, inputs, raw, input_names=names_in, output_names=names_out, opset_version=opset,
+                          dynamic_axes=dynamic, dynamo=False)
+        model = onnx.load(raw)
+    meta = model.metadata_props.add()
+    meta.key, meta.value = METADATA_KEY, json.dumps(asdict(cfg))
+    onnx.checker.check_model(model, full_check=True)
+    tmp_path = path + ".tmp"
+    onnx.save(model, tmp_path)   # under 2 GB: one file, no external data
+    os.replace(tmp_path, path)
+
+
+def quantize_int8(src, dst):
+    """Dynamic int8 quantisation of the weights (the decoder's dense layers hold ~98% of its bytes)."""
+    import logging
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    logging.getLogger().setLevel(logging.ERROR)   # its "consider pre-processing" advice is for conv-heavy models
+    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    os.replace(dst + ".tmp", dst)
+
+
+def compare(cfg, encoder, decoder, out_dir, int8):
+    """ONNX Runtime vs PyTorch on random and real inputs: max |diff| and bit agreement."""
+    import onnxruntime as ort
+    from dataset import BuiltinPhotosDataset
+    rng = np.random.default_rng(0)
+    real = torch.stack([BuiltinPhotosDataset((cfg.height, cfg.width), split="heldout")[(i, i)][0] for i in range(3)])
+    secrets = np.stack([SecretCodec.from_config(cfg).encode(t) for t in ("Hello!", "abc", "1234567")])
+    cases = {"random": (rng.random((3, 3, cfg.height, cfg.width), dtype=np.float32), rng.integers(0, 2, (3, cfg.secret_size)).astype(np.float32)),
+             "photos": (real.numpy(), secrets)}
+    opts = ort.SessionOptions()
+    enc = ort.InferenceSession(os.path.join(out_dir, "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    decs = {"fp32": "decoder.onnx", **({"int8": "decoder_int8.onnx"} if int8 else {})}
+    ok = True
+    for name, (images, secret) in cases.items():
+        with torch.no_grad():
+            r_t = encoder(torch.from_numpy(secret), torch.from_numpy(images)).numpy()
+            encoded = np.clip(images + r_t, 0, 1).astype(np.float32)
+            logits_t = decoder(torch.from_numpy(encoded)).numpy()
+        r_o, _ = enc.run(None, {"secret": secret, "image": images})
+        d_r = np.abs(r_o - r_t).max()
+        print(f"{name:>6} | encoder residual max |diff| {d_r:.2e}")
+        ok &= d_r < 1e-3
+        for kind, fname in decs.items():
+            dec = ort.InferenceSession(os.path.join(out_dir, fname), opts, providers=["CPUExecutionProvider"])
+            logits_o, bits_o = dec.run(None, {"image": encoded})
+            agree = np.mean(bits_o == (logits_t > 0))
+            print(f"{name:>6} | decoder {kind}: logits max |diff| {np.abs(logits_o - logits_t).max():.2e}, "
+                  f"bit agreement with PyTorch {agree:.4f}")
+            ok &= kind != "fp32" or agree == 1.0
+    return ok
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
+    p.add_argument("--out_dir", default="onnx", help="writes encoder.onnx and decoder.onnx here")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--int8", action="store_true", help="also write decoder_int8.onnx (dynamic quantisation)")
+    p.add_argument("--test", action="store_true", help="compare ONNX Runtime with PyTorch after exporting")
+    return p
+
+
+def main(args) -> int:
+    try:
+        cfg, encoder, decoder = load_checkpoint(args.model, "cpu")
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out_dir, exist_ok=True)
+    image = torch.rand(2, 3, cfg.height, cfg.width)
+    secret = torch.randint(0, 2, (2, cfg.secret_size)).float()
+    enc_path, dec_path = (os.path.join(args.out_dir, f) for f in ("encoder.onnx", "decoder.onnx"))
+    _export(EncoderExport(encoder).eval(), (secret, image), ["secret", "image"], ["residual", "encoded"], enc_path,
+            cfg, args.opset)
+    _export(DecoderExport(decoder).eval(), (image,), ["image"], ["logits", "bits"], dec_path, cfg, args.opset)
+    written = [enc_path, dec_path]
+    if args.int8:
+        quantize_int8(dec_path, os.path.join(args.out_dir, "decoder_int8.onnx"))
+        written.append(os.path.join(args.out_dir, "decoder_int8.onnx"))
+    for path in written:
+        print(f"wrote {path} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
+    if args.test and not compare(cfg, encoder, decoder, args.out_dir, args.int8):
+        print("error: ONNX Runtime disagrees with PyTorch", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))

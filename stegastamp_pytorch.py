@@ -1,0 +1,58 @@
+"""Python API: hide and read messages with a trained checkpoint, at any image size.
+
+    from stegastamp_pytorch import StegaStamp
+    from codec_io import load_image
+    model = StegaStamp.load("pretrained/stegastamp_128.pth")          # device: cuda if available, else cpu
+    encoded, residual = model.encode(load_image("photo.jpg"), "Hello!")  # PIL images, the photo's full size
+    result = model.decode(encoded)                                     # DecodeResult(message='Hello!', ...)
+
+The same calls exist on onnx_inference.OnnxStegaStamp (no torch needed); both share codec_io.StegaStampRunner.
+"""
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from codec_io import StegaStampRunner
+from models_pytorch import load_checkpoint
+
+
+class StegaStamp(StegaStampRunner):
+    """A checkpoint's encoder and decoder behind encode(image, secret) / decode(image) (see StegaStampRunner)."""
+
+    def __init__(self, cfg, encoder, decoder, device):
+        super().__init__(asdict(cfg))
+        self.cfg, self.encoder, self.decoder, self.device = cfg, encoder, decoder, device
+
+    @classmethod
+    def load(cls, path, device=None) -> "StegaStamp":
+        """Checkpoint path -> ready model in eval mode. Raises models_pytorch.CheckpointError with one line."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cfg, encoder, decoder = load_checkpoint(path, device)
+        return cls(cfg, encoder, decoder, device)
+
+    @torch.inference_mode()
+    def run_encoder(self, secrets, images):
+        """secrets (B, L) in {0,1}, images (B, 3, h, w) in [0,1] (numpy) -> residuals (B, 3, h, w) numpy."""
+        s = torch.from_numpy(np.asarray(secrets, dtype=np.float32)).to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        return self.encoder(s, x).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def run_decoder(self, images):
+        """images (B, 3, h, w) in [0,1] (numpy) -> logits (B, L) numpy."""
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        return self.decoder(x).float().cpu().numpy()
+
+
+def run_script(args, run) -> int:
+    """Shared body of encode_image_pytorch.py / decode_image_pytorch.py: load, run the codec_io CLI, one-line errors.
+    run: codec_io.run_encode_cli or run_decode_cli. Exit codes: 0 ok, 1 some inputs failed, 2 bad model/argument."""
+    import sys
+    from codec_io import ImageLoadError
+    from models_pytorch import CheckpointError
+    try:
+        return run(StegaStamp.load(args.model, args.device), args)
+    except (CheckpointError, ImageLoadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

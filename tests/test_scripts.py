@@ -1,0 +1,180 @@
+"""Encode / decode / export / ONNX inference end to end: CLIs, the shared runner, error handling, torch-free ONNX."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import decode_image_pytorch
+import encode_image_pytorch
+from codec_io import StegaStampRunner, load_image
+from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, save_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """An (untrained) 64x64 checkpoint: enough for the plumbing; message recovery is tested with BlockRunner."""
+    cfg = ModelConfig(height=64, width=64)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "m.pth"
+    save_checkpoint(path, cfg, StegaStampEncoder(cfg), StegaStampDecoder(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((90, 160, 3)) * 255).astype(np.uint8)).save(d / "wide.jpg")
+    Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(d / "square.png")
+    (d / "broken.png").write_bytes(b"not an image")
+    return d
+
+
+def cli(module, *argv):
+    return module.main(module.get_parser().parse_args([str(a) for a in argv]))
+
+
+class BlockRunner(StegaStampRunner):
+    """A transparent stand-in for the networks: bit i is +-0.25 on its own block of the model-size image, read back
+    from the block mean. Exercises resizing, full-resolution composition, strength and the codec for real."""
+
+    def __init__(self):
+        super().__init__({"height": 80, "width": 80, "secret_size": 100, "data_bytes": 7, "bch_t": 5,
+                          "bch_prim_poly": 137})
+
+    def run_encoder(self, secrets, images):
+        blocks = (secrets * 2 - 1).reshape(-1, 1, 10, 10) * 0.25                     # (B, 1, 10, 10)
+        return np.repeat(np.repeat(blocks, 8, 2), 8, 3).repeat(3, 1) + 0.5 - images   # image -> 0.5 +- 0.25
+
+    def run_decoder(self, images):
+        means = images.mean(1).reshape(-1, 10, 8, 10, 8).mean((2, 4))                 # (B, 10, 10)
+        return (means.reshape(-1, 100) - 0.5) * 20
+
+
+def test_runner_full_resolution_round_trip():
+    runner, cover = BlockRunner(), Image.new("RGB", (400, 240), (128, 128, 128))
+    encoded, residual = runner.encode(cover, "Hello!")
+    assert encoded.size == residual.size == (400, 240)                 # full resolution kept
+    res = runner.decode(encoded)
+    assert res.message == "Hello!" and res.corrected_bits == 0 and res.confidence > 0.9
+    fitted, _ = runner.encode(cover, "Hello!", fit=True)
+    assert fitted.size == (80, 80) and runner.decode(fitted).message == "Hello!"
+    weak, _ = runner.encode(cover, "Hello!", strength=0.5)             # strength scales the residual
+    diff = lambda im: np.abs(np.asarray(im, float) - 128).mean()
+    assert abs(diff(weak) / diff(encoded) - 0.5) < 0.05
+    assert runner.decode(cover).message is None                        # nothing claimed on an unmarked image
+
+
+def test_encode_decode_cli(ckpt, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(encode_image_pytorch, ckpt, "--image", photos / "wide.jpg", "--save_dir", out, "--secret", "Hi!") == 0
+    hidden = out / "wide_hidden.png"
+    assert load_image(hidden).size == (160, 90) and (out / "wide_residual.png").exists()   # input size kept
+    assert cli(encode_image_pytorch, ckpt, "--image", photos / "wide.jpg", "--save_dir", tmp_path / "fit", "--fit") == 0
+    assert load_image(tmp_path / "fit" / "wide_hidden.png").size == (64, 64)
+    capsys.readouterr()
+    assert cli(decode_image_pytorch, ckpt, "--image", hidden) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(hidden) + ": ") and ("no message found" in line or "corrected" in line)
+
+
+def test_batch_mode_reports_failures_and_goes_on(ckpt, photos, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    assert cli(encode_image_pytorch, ckpt, "--images_dir", photos, "--save_dir", tmp_path, "--batch_size", 1) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "encoded 2 of 3 images, 1 failed" in err
+    assert sorted(p.name for p in tmp_path.glob("*_hidden.png")) == ["square_hidden.png", "wide_hidden.png"]
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before      # inputs untouched
+    assert cli(decode_image_pytorch, ckpt, "--images_dir", photos, "--json") == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["file"].rsplit("/", 1)[1] for r in rows} == {"wide.jpg", "square.png", "broken.png"}
+    assert [r for r in rows if "error" in r][0]["message"] is None
+
+
+def test_output_never_overwrites_an_input(ckpt, tmp_path, capsys):
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "a_hidden.png")   # would be a.png's output in the same folder
+    before = (tmp_path / "a_hidden.png").read_bytes()
+    assert cli(encode_image_pytorch, ckpt, "--images_dir", tmp_path, "--save_dir", tmp_path) == 1
+    assert (tmp_path / "a_hidden.png").read_bytes() == before
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--secret", "12345678"], "8 bytes"),
+    (["--image", "missing.jpg"], "no such file"),
+])
+def test_clear_errors(ckpt, photos, tmp_path, capsys, argv, msg):
+    base = ["--image", photos / "square.png", "--save_dir", tmp_path]
+    rc = cli(encode_image_pytorch, ckpt, *base, *argv)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and msg in err and err.count("error:") == 1
+
+
+def test_bad_checkpoint_is_one_line(tmp_path, photos, capsys):
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    assert cli(decode_image_pytorch, tmp_path / "bad.pth", "--image", photos / "square.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+@pytest.fixture(scope="module")
+def onnx_dir(ckpt, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    out = tmp_path_factory.mktemp("onnx")
+    assert export_onnx.main(export_onnx.get_parser().parse_args([str(ckpt), "--out_dir", str(out), "--int8",
+                                                                  "--test"])) == 0
+    return out
+
+
+def test_export_parity_and_metadata(onnx_dir):
+    import onnx
+    import onnxruntime as ort
+    model = onnx.load(onnx_dir / "decoder.onnx")
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert json.loads({p.key: p.value for p in model.metadata_props}["stegastamp_model_config"])["height"] == 64
+    sess = ort.InferenceSession(str(onnx_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):   # dynamic batch axis
+        logits, bits = sess.run(None, {"image": np.random.rand(batch, 3, 64, 64).astype(np.float32)})
+        assert logits.shape == (batch, 100) and set(np.unique(bits)) <= {0.0, 1.0}
+
+
+def _run_without_torch(args, cwd):
+    """Run onnx_inference.py in a fresh interpreter in which `import torch` fails."""
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.path.insert(0, %r); sys.argv = %r; "
+            "runpy.run_path(%r, run_name='__main__')" % (ROOT, ["onnx_inference.py", *args],
+                                                         os.path.join(ROOT, "onnx_inference.py")))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_onnx_inference_runs_without_torch_and_matches_pytorch(ckpt, onnx_dir, photos, tmp_path, capsys):
+    res = _run_without_torch([str(onnx_dir), "--encode", "--image", str(photos / "wide.jpg"), "--save_dir",
+                              str(tmp_path / "onnx"), "--secret", "Hi!"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert cli(encode_image_pytorch, ckpt, "--image", photos / "wide.jpg", "--save_dir", tmp_path / "pt",
+               "--secret", "Hi!") == 0
+    a = np.asarray(load_image(tmp_path / "onnx" / "wide_hidden.png"), dtype=int)
+    b = np.asarray(load_image(tmp_path / "pt" / "wide_hidden.png"), dtype=int)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1                  # within 1/255
+    res = _run_without_torch([str(onnx_dir), "--decode", "--images_dir", str(tmp_path / "pt"), "--json"], tmp_path)
+    capsys.readouterr()
+    cli(decode_image_pytorch, ckpt, "--images_dir", tmp_path / "pt", "--json")
+    pt_rows = json.loads(capsys.readouterr().out)
+    onnx_rows = json.loads(res.stdout)
+    assert [r["message"] for r in onnx_rows] == [r["message"] for r in pt_rows]
+    assert all(abs(x["confidence"] - y["confidence"]) < 1e-3 for x, y in zip(onnx_rows, pt_rows))
+
+
+def test_onnx_inference_errors(tmp_path):
+    res = _run_without_torch([str(tmp_path), "--decode", "--image", "x.png"], tmp_path)
+    assert res.returncode == 2 and "run export_onnx.py first" in res.stderr
