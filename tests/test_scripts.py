@@ -178,3 +178,17 @@ def test_onnx_inference_runs_without_torch_and_matches_pytorch(ckpt, onnx_dir, p
 def test_onnx_inference_errors(tmp_path):
     res = _run_without_torch([str(tmp_path), "--decode", "--image", "x.png"], tmp_path)
     assert res.returncode == 2 and "run export_onnx.py first" in res.stderr
+
+
+def test_full_resolution_composition_matches_float_maths():
+    from codec_io import add_residual_full_res
+    rng = np.random.default_rng(0)
+    residual = (rng.standard_normal((40, 60, 3)) * 0.1).astype(np.float32)
+    cover = Image.fromarray((rng.random((300, 200, 3)) * 255).astype(np.uint8))
+    encoded, residual_img = add_residual_full_res(cover, residual)
+    up = np.stack([np.asarray(Image.fromarray(residual[..., c], "F").resize(cover.size, Image.BILINEAR))
+                   for c in range(3)], -1)                                  # float bilinear reference
+    ref = np.clip(np.rint(np.asarray(cover, float) + up * 255), 0, 255)
+    assert encoded.size == residual_img.size == cover.size
+    assert np.abs(np.asarray(encoded, float) - ref).max() <= 1             # within 1/255
+    assert np.abs(np.asarray(residual_img, float) - (128 + up * 255)).max() <= 1.5   # unrounded reference
