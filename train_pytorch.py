@@ -213,6 +213,22 @@ def amp_tools(amp, device):
     return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
+@torch.no_grad()
+def evaluate(encoder, decoder, data, args, aug, cfg, device, n_batches):
+    """Mean bit/string accuracy and PSNR over n_batches of the training pipeline at full strength: maximal
+    perspective jitter and every augmentation ramp at 1 (what 'converged under the training augmentations' means)."""
+    encoder.eval(), decoder.eval()
+    total = {}
+    for _ in range(n_batches):
+        image, secret = (t.to(device) for t in next(data))
+        d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans)
+        M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
+        out = forward_pipeline(encoder, decoder, image, secret, M, args, aug, step=10 ** 9)
+        total = {k: total.get(k, 0) + v for k, v in metrics(out, image, secret).items()}
+    encoder.train(), decoder.train()
+    return {k: (v / n_batches).item() for k, v in total.items()}
+
+
 #################################################################################
 #                                Run management                                 #
 #################################################################################
@@ -409,6 +425,9 @@ def get_parser():
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")
     g.add_argument("--dry_run", action="store_true", help="2 steps, then stop (checks the whole pipeline)")
+    g.add_argument("--eval_batches", type=int, default=0,
+                   help="at the end, report accuracy over N batches at full augmentation strength (with "
+                        "--pretrained of a finished run and the same --num_steps: evaluation only)")
     return p
 
 
@@ -499,7 +518,7 @@ def main(args):
                         opt_secret=opt_secret.state_dict(), gate_step=gate_step, recent_acc=list(recent_acc),
                         rng=rng_state())
 
-    t0, step = time.time(), start_step
+    t0, step, interval, n_interval = time.time(), start_step, {}, 0
     data = iter(loader)
     while step < args.num_steps:
         image, secret = (t.to(device, non_blocking=True) for t in next(data))
@@ -523,6 +542,8 @@ def main(args):
                                          rstep, warm, env)
         step += 1
         m = metrics(out, image, secret)
+        interval = {k: interval.get(k, 0) + v for k, v in m.items()}   # on device; averaged at the next log line
+        n_interval += 1
         if warm:
             recent_acc.append(m["bit_acc"].item())
             recent_acc = recent_acc[-args.gate_window:]
@@ -530,7 +551,9 @@ def main(args):
 
         if rank == 0 and (step % args.log_interval == 0 or step == args.num_steps or step == start_step + 1):
             vals = {f"loss/{k}": v.item() for k, v in losses.items()}
-            vals.update({f"metric/{k}": v.item() for k, v in m.items()})
+            # metrics: the mean over the steps since the last log line (one batch alone is 4 x 100 bits: noisy)
+            vals.update({f"metric/{k}": (v / n_interval).item() for k, v in interval.items()})
+            interval, n_interval = {}, 0
             vals.update({f"ramp/{k}": v for k, v in scales.items()})
             vals["ramp/warmup"] = float(warm)
             vals["ramp/perspective_px"] = d
@@ -552,6 +575,11 @@ def main(args):
         if rank == 0 and step % args.last_every == 0:
             save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), step)
 
+    if rank == 0 and args.eval_batches:
+        res = evaluate(encoder, decoder, data, args, aug, cfg, device, args.eval_batches)
+        log.scalars(step, {f"eval/{k}": v for k, v in res.items()})
+        log.print(f"eval at step {step}, {args.eval_batches} batches under full-strength training augmentations: "
+                  f"bit_acc {res['bit_acc']:.4f} | str_acc {res['str_acc']:.3f} | psnr {res['psnr']:.2f}")
     if world > 1:
         check_ranks_in_sync((encoder, decoder, critic), device)
         log.print(f"ranks in sync: {world} processes hold identical weights")

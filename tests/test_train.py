@@ -119,3 +119,11 @@ def test_bf16_autocast_on_cpu(tmp_path):
     assert run(tmp_path, "amp", "--num_steps", "2", "--amp", "bf16", "--no-tensorboard") == 2
     rows = [json.loads(line) for line in open(tmp_path / "logs" / "amp" / "metrics.jsonl")]
     assert all(torch.isfinite(torch.tensor(v)) for r in rows for v in r.values())
+
+
+def test_eval_only_on_a_finished_run(tmp_path, capsys):
+    run(tmp_path, "e", "--num_steps", "2")
+    capsys.readouterr()
+    run(tmp_path, "e", "--num_steps", "2", "--eval_batches", "2", "--pretrained", str(tmp_path / "ckpt" / "e" / "e_final.pth"))
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("eval at step 2")]
+    assert len(line) == 1 and "bit_acc 0." in line[0]
