@@ -107,8 +107,7 @@ def build(size, variant, device, lpips_backbone):
     mem = torch.channels_last if channels_last else torch.contiguous_format
     nets = [m.to(device, memory_format=mem) for m in (StegaStampEncoder(cfg), StegaStampDecoder(cfg), Discriminator(cfg))]
     gen_params = [p for m in nets[:2] for p in m.parameters() if p.requires_grad]
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opts = (torch.optim.Adam(gen_params, lr=1e-4, **fused), torch.optim.RMSprop(nets[2].parameters(), lr=1e-5))
+    opts = (T.make_adam(gen_params, 1e-4), torch.optim.RMSprop(nets[2].parameters(), lr=1e-5))
     if compile_:
         nets = [torch.compile(m) for m in nets]
     lpips_fn = build_lpips(lpips_backbone, device).to(memory_format=mem)
@@ -167,6 +166,7 @@ def main(args):
         base = None
         for variant in args.variants:
             torch.manual_seed(0)
+            torch._dynamo.reset()   # compiled code of another size would otherwise recompile with dynamic shapes
             try:
                 sec, parts, flops = bench(size, variant, device, args.batch_size, args.steps, args.warmup,
                                           args.lpips_backbone)

@@ -46,7 +46,7 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root, size=(400, 400), secret_size=100):
         self.paths = list_images(root)
         if not self.paths:
-            raise ValueError(f"{root}: no images found (looked for common image extensions, recursively)")
+            raise ImageLoadError(f"{root}: no images found (looked for common image extensions, recursively)")
         self.size, self.secret_size = tuple(size), secret_size
         self._bad = set()   # per process: each DataLoader worker warns at most once per bad file
 

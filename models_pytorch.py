@@ -63,7 +63,7 @@ class ModelConfig:
 
 def same_pad(size: int, kernel: int, stride: int):
     """TF 'same' padding along one axis -> (before, after). TF puts the odd pixel after (bottom/right)."""
-    out = -(-size // stride)  # ceil
+    out = (size + stride - 1) // stride  # ceil, with no negative floor division (ONNX integer Div truncates)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 
@@ -71,7 +71,7 @@ def same_pad(size: int, kernel: int, stride: int):
 def same_out(size: int, n_stride2: int) -> int:
     """Spatial size after n stride-2 'same' convs: ceil(size / 2) applied n times."""
     for _ in range(n_stride2):
-        size = -(-size // 2)
+        size = (size + 1) // 2
     return size
 
 
@@ -87,7 +87,9 @@ class Conv2dSame(nn.Conv2d):
         self.relu = relu
 
     def forward(self, x):
-        h, w = x.shape[-2:]
+        # Python ints, so an ONNX export records the padding as constants (H and W are fixed per model) instead of
+        # shape arithmetic.
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         top, bottom = same_pad(h, self.kernel_size[0], self.stride[0])
         left, right = same_pad(w, self.kernel_size[1], self.stride[1])
         if top or bottom or left or right:

@@ -13,7 +13,9 @@ def read_metrics(run_dir):
     path = os.path.join(run_dir, "metrics.jsonl") if os.path.isdir(run_dir) else run_dir
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    by_step = {r["step"]: r for r in rows}   # a resumed run may repeat steps: keep the last
+    by_step = {}
+    for r in rows:   # a resumed or evaluated run may log a step again: merge, later values win
+        by_step.setdefault(r["step"], {}).update(r)
     return [by_step[s] for s in sorted(by_step)]
 
 

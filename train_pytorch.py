@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from dataset import BuiltinPhotosDataset, ImageFolderDataset
-from models_pytorch import (Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder, load_state,
-                            read_checkpoint, save_checkpoint, unwrap)
+from codec_io import ImageLoadError
+from models_pytorch import (CheckpointError, Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder,
+                            load_state, read_checkpoint, save_checkpoint, unwrap)
 from utils_pytorch import (AugmentConfig, build_lpips, edge_falloff, perspective_warp, ramp,
                            random_perspective_matrices, rgb_to_yuv, transform_net, warp_with_mask)
 
@@ -199,6 +200,16 @@ def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, en
         with env["autocast"]():
             d_loss = critic_step(critic, opt_d, out, args)
     return out, losses, d_loss
+
+
+def make_adam(params, lr):
+    """Adam with the fused kernel (CUDA, and CPU since torch 2.4: 5x faster over the 54M parameters here), else the
+    default implementation. Same update rule either way."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def amp_tools(amp, device):
@@ -452,7 +463,10 @@ def main(args):
     torch.manual_seed(args.seed + rank)   # per-rank seeds: different augmentations on each rank
     np.random.seed(args.seed + rank)
     random.seed(args.seed + rank)
-    cfg = ModelConfig(secret_size=args.secret_size, height=args.height or args.size, width=args.width or args.size)
+    try:
+        cfg = ModelConfig(secret_size=args.secret_size, height=args.height or args.size, width=args.width or args.size)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     log = Logger(args, active=rank == 0)
     ckpt_dir = os.path.join(args.checkpoints_dir, args.exp_name)
 
@@ -474,9 +488,7 @@ def main(args):
     for m in (encoder, decoder, critic):
         m.to(device, memory_format=mem)
     gen_params = [p for m in (encoder, decoder) for p in m.parameters() if p.requires_grad]
-    fused = {"fused": True} if device.type == "cuda" else {}
-    opt_secret = torch.optim.Adam(gen_params, lr=args.lr, **fused)
-    opt_g = torch.optim.Adam(gen_params, lr=args.lr, **fused)
+    opt_secret, opt_g = make_adam(gen_params, args.lr), make_adam(gen_params, args.lr)
     opt_d = torch.optim.RMSprop(critic.parameters(), lr=1e-5)
     if resumed:
         for opt, key in ((opt_secret, "opt_secret"), (opt_g, "opt_g"), (opt_d, "opt_d")):
@@ -545,7 +557,11 @@ def main(args):
         interval = {k: interval.get(k, 0) + v for k, v in m.items()}   # on device; averaged at the next log line
         n_interval += 1
         if warm:
-            recent_acc.append(m["bit_acc"].item())
+            acc = m["bit_acc"].detach().clone()
+            if world > 1:   # every rank must take the same gate decision, or their optimizers would diverge
+                dist.all_reduce(acc, op=dist.ReduceOp.SUM)
+                acc /= world
+            recent_acc.append(acc.item())
             recent_acc = recent_acc[-args.gate_window:]
         log.update_bar(1)
 
@@ -595,4 +611,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(get_parser().parse_args())
+    try:
+        main(get_parser().parse_args())
+    except (CheckpointError, ImageLoadError) as e:   # bad --pretrained / --train_path: one line, no traceback
+        sys.exit(f"error: {e}")

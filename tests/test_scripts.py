@@ -19,8 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    """An (untrained) 64x64 checkpoint: enough for the plumbing; message recovery is tested with BlockRunner."""
-    cfg = ModelConfig(height=64, width=64)
+    """An (untrained) 80x80 checkpoint: enough for the plumbing; message recovery is tested with BlockRunner.
+    80 px puts an odd size (5 -> 3) in the decoder's stride-2 chain, where TF padding is symmetric: the export must
+    keep that right (400 px has 25 -> 13)."""
+    cfg = ModelConfig(height=80, width=80)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "m.pth"
     save_checkpoint(path, cfg, StegaStampEncoder(cfg), StegaStampDecoder(cfg))
@@ -78,7 +80,7 @@ def test_encode_decode_cli(ckpt, photos, tmp_path, capsys):
     hidden = out / "wide_hidden.png"
     assert load_image(hidden).size == (160, 90) and (out / "wide_residual.png").exists()   # input size kept
     assert cli(encode_image_pytorch, ckpt, "--image", photos / "wide.jpg", "--save_dir", tmp_path / "fit", "--fit") == 0
-    assert load_image(tmp_path / "fit" / "wide_hidden.png").size == (64, 64)
+    assert load_image(tmp_path / "fit" / "wide_hidden.png").size == (80, 80)
     capsys.readouterr()
     assert cli(decode_image_pytorch, ckpt, "--image", hidden) == 0
     line = capsys.readouterr().out.strip()
@@ -142,10 +144,10 @@ def test_export_parity_and_metadata(onnx_dir):
     import onnxruntime as ort
     model = onnx.load(onnx_dir / "decoder.onnx")
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    assert json.loads({p.key: p.value for p in model.metadata_props}["stegastamp_model_config"])["height"] == 64
+    assert json.loads({p.key: p.value for p in model.metadata_props}["stegastamp_model_config"])["height"] == 80
     sess = ort.InferenceSession(str(onnx_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):   # dynamic batch axis
-        logits, bits = sess.run(None, {"image": np.random.rand(batch, 3, 64, 64).astype(np.float32)})
+        logits, bits = sess.run(None, {"image": np.random.rand(batch, 3, 80, 80).astype(np.float32)})
         assert logits.shape == (batch, 100) and set(np.unique(bits)) <= {0.0, 1.0}
 
 

@@ -87,7 +87,7 @@ def test_gated_warmup_waits_for_accuracy(tmp_path):
 
 def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(ROOT, "train_pytorch.py"), "ddp", *TINY, "--num_steps", "3", "--device", "cpu",
+           os.path.join(ROOT, "train_pytorch.py"), "ddp", *TINY, "--num_steps", "4", "--device", "cpu", "--secret_warmup_acc", "0.5", "--gate_window", "1",
            "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir", str(tmp_path / "ckpt")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
