@@ -8,6 +8,7 @@ resolution end to end (load JPEG, encode, write PNG). Weights are random: speed 
     python benchmark_inference.py --sizes 400 --reps 10 --batch 8
 """
 import argparse
+import copy
 import os
 import statistics
 import tempfile
@@ -42,6 +43,11 @@ def flops_of(fn):
 
 def torch_calls(encoder, decoder, variant):
     """-> (encode(secret, image), decode(image)) callables for a PyTorch variant."""
+    if variant == "bf16_weights":   # what StegaStamp(..., bf16=True) and the scripts' --bf16 do
+        from stegastamp_pytorch import StegaStamp
+        m = StegaStamp(ModelConfig(height=encoder.cfg.height, width=encoder.cfg.width), copy.deepcopy(encoder),
+                       copy.deepcopy(decoder), torch.device("cpu"), bf16=True)
+        return (lambda s, x: m.run_encoder(s.numpy(), x.numpy())), (lambda x: m.run_decoder(x.numpy()))
     if variant == "compile":
         encoder, decoder = torch.compile(encoder), torch.compile(decoder)
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else torch.no_grad
@@ -92,8 +98,9 @@ def get_parser():
     p.add_argument("--batch", type=int, default=8, help="batched rows: per-image time at this batch size")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--variants", nargs="+", default=["eager", "bf16", "compile", "onnx", "onnx_int8"],
-                   choices=["eager", "bf16", "compile", "onnx", "onnx_int8"])
+    choices = ["eager", "bf16", "bf16_weights", "compile", "onnx", "onnx_int8"]
+    p.add_argument("--variants", nargs="+", default=choices, choices=choices,
+                   help="bf16: autocast; bf16_weights: bfloat16 weights + NHWC (the scripts' --bf16)")
     p.add_argument("--no_full_res", action="store_true", help="skip the 12-megapixel end-to-end timing")
     return p
 
@@ -132,7 +139,7 @@ def main(args):
                     runner = None
                 t = [median_time(lambda: enc(s1, x1), args.reps), median_time(lambda: enc(sb, xb), args.reps) / args.batch,
                      median_time(lambda: dec(x1), args.reps), median_time(lambda: dec(xb), args.reps) / args.batch]
-                peak = peak16 if variant == "bf16" else peak32
+                peak = peak16 if variant.startswith("bf16") else peak32
                 print(f"| {variant} | " + " | ".join(f"{1000 * v:.1f}" for v in t)
                       + f" | {100 * fe / t[0] / 1e9 / peak:.0f}% |", flush=True)
             if not args.no_full_res:

@@ -293,7 +293,7 @@ class StegaStampRunner:
         """List of PIL images -> list of DecodeResult (message or None, corrected bits, confidence)."""
         x = np.stack([self.model_input(im) for im in images]).transpose(0, 3, 1, 2)  # (B, 3, h, w)
         logits = np.asarray(self.run_decoder(x), dtype=np.float64)                   # (B, L)
-        prob = 1 / (1 + np.exp(-logits))
+        prob = 0.5 * (1 + np.tanh(logits / 2))                                      # sigmoid, no overflow
         results = []
         for p in prob:
             res = self.codec.decode((p > 0.5).astype(np.float32))

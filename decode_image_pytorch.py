@@ -18,6 +18,8 @@ def get_parser():
     p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
     add_decode_arguments(p)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 weights, NHWC: ~2x faster on CPUs with bf16 support and on GPUs")
     return p
 
 

@@ -214,19 +214,24 @@ class StegaStampDecoder(nn.Module):
         nn.init.zeros_(self.stn_theta.weight)
         with torch.no_grad():
             self.stn_theta.bias.copy_(torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
-        # Homogeneous base grid in normalised coords, x and y in linspace(-1, 1) (align_corners=True convention).
-        ys, xs = torch.linspace(-1, 1, H), torch.linspace(-1, 1, W)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        self.register_buffer("base_grid", torch.stack([gx, gy, torch.ones_like(gx)], -1).view(1, H * W, 3),
-                             persistent=False)  # (1, H*W, 3)
+        # Pixel indices (x, y) of every output pixel, kept as integers so that model.to(bfloat16) cannot round them:
+        # in bf16, coordinates in [-1, 1] are only good to ~1 px at 400 px, enough to break decoding.
+        gy, gx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        self.register_buffer("pixel_grid", torch.stack([gx, gy], -1).view(1, H * W, 2).int(), persistent=False)
 
     def stn(self, x):
         """x (B, 3, H, W), already shifted by -0.5 -> warped x. A hand-built affine grid also exports to ONNX < 20."""
         B, C, H, W = x.shape
         h = F.relu(self.stn_dense(flatten_hwc(self.stn_convs(x))))     # (B, 128)
         theta = self.stn_theta(h).view(B, 2, 3)                         # (B, 2, 3) affine, output -> input coords
-        grid = torch.bmm(self.base_grid.expand(B, -1, -1), theta.transpose(1, 2))  # (B, H*W, 2) as (x, y)
-        return F.grid_sample(x, grid.view(B, H, W, 2), mode="bilinear", padding_mode="border", align_corners=True)
+        with torch.autocast(x.device.type, enabled=False):             # the sampling grid always in fp32
+            scale = torch.tensor([2.0 / max(W - 1, 1), 2.0 / max(H - 1, 1)], device=x.device)
+            xy = self.pixel_grid.float() * scale - 1                    # (1, H*W, 2) in [-1, 1], align_corners=True
+            base = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)   # (1, H*W, 3) homogeneous
+            grid = torch.bmm(base.expand(B, -1, -1), theta.float().transpose(1, 2))  # (B, H*W, 2) as (x, y)
+            out = F.grid_sample(x.float(), grid.view(B, H, W, 2), mode="bilinear", padding_mode="border",
+                                align_corners=True)
+        return out.to(x.dtype)
 
     def forward(self, image):
         """image (B, 3, H, W) in [0,1] -> logits (B, L). Bits are (logits > 0); sigmoid only at the deploy boundary."""

@@ -20,29 +20,37 @@ from models_pytorch import load_checkpoint
 class StegaStamp(StegaStampRunner):
     """A checkpoint's encoder and decoder behind encode(image, secret) / decode(image) (see StegaStampRunner)."""
 
-    def __init__(self, cfg, encoder, decoder, device):
+    def __init__(self, cfg, encoder, decoder, device, bf16=False):
         super().__init__(asdict(cfg))
-        self.cfg, self.encoder, self.decoder, self.device = cfg, encoder, decoder, device
+        self.cfg, self.device = cfg, device
+        # bf16: weights stored in bfloat16 and NHWC activations. On CPUs with AMX/avx512_bf16 (and on GPUs) this
+        # is ~2x faster than fp32 (README, Measured); casting once here avoids autocast re-casting the 164 MB STN
+        # weights on every call. Outputs stay float32.
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.memory_format = torch.channels_last if bf16 else torch.contiguous_format
+        self.encoder = encoder.to(self.dtype, memory_format=self.memory_format)
+        self.decoder = decoder.to(self.dtype, memory_format=self.memory_format)
 
     @classmethod
-    def load(cls, path, device=None) -> "StegaStamp":
+    def load(cls, path, device=None, bf16=False) -> "StegaStamp":
         """Checkpoint path -> ready model in eval mode. Raises models_pytorch.CheckpointError with one line."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         cfg, encoder, decoder = load_checkpoint(path, device)
-        return cls(cfg, encoder, decoder, device)
+        return cls(cfg, encoder, decoder, device, bf16)
+
+    def _tensor(self, arr):
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self.device, self.dtype)
+        return t.contiguous(memory_format=self.memory_format) if t.dim() == 4 else t
 
     @torch.inference_mode()
     def run_encoder(self, secrets, images):
         """secrets (B, L) in {0,1}, images (B, 3, h, w) in [0,1] (numpy) -> residuals (B, 3, h, w) numpy."""
-        s = torch.from_numpy(np.asarray(secrets, dtype=np.float32)).to(self.device)
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        return self.encoder(s, x).float().cpu().numpy()
+        return self.encoder(self._tensor(secrets), self._tensor(images)).float().cpu().numpy()
 
     @torch.inference_mode()
     def run_decoder(self, images):
         """images (B, 3, h, w) in [0,1] (numpy) -> logits (B, L) numpy."""
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
-        return self.decoder(x).float().cpu().numpy()
+        return self.decoder(self._tensor(images)).float().cpu().numpy()
 
 
 def run_script(args, run) -> int:
@@ -52,7 +60,7 @@ def run_script(args, run) -> int:
     from codec_io import ImageLoadError
     from models_pytorch import CheckpointError
     try:
-        return run(StegaStamp.load(args.model, args.device), args)
+        return run(StegaStamp.load(args.model, args.device, args.bf16), args)
     except (CheckpointError, ImageLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -194,3 +194,14 @@ def test_full_resolution_composition_matches_float_maths():
     assert encoded.size == residual_img.size == cover.size
     assert np.abs(np.asarray(encoded, float) - ref).max() <= 1             # within 1/255
     assert np.abs(np.asarray(residual_img, float) - (128 + up * 255)).max() <= 1.5   # unrounded reference
+
+
+def test_bf16_inference_matches_fp32(ckpt, photos):
+    from stegastamp_pytorch import StegaStamp
+    fp32, bf16 = StegaStamp.load(ckpt, "cpu"), StegaStamp.load(ckpt, "cpu", bf16=True)
+    img = load_image(photos / "wide.jpg")
+    a, b = (np.asarray(m.encode(img, "Hi!")[0], dtype=int) for m in (fp32, bf16))
+    assert a.shape == b.shape and np.abs(a - b).mean() < 1.0          # bf16 residual: off by < 1 level on average
+    x = np.random.default_rng(0).random((2, 3, 80, 80), dtype=np.float32)
+    la, lb = fp32.run_decoder(x), bf16.run_decoder(x)
+    assert lb.dtype == np.float32 and np.corrcoef(la.ravel(), lb.ravel())[0, 1] > 0.99
