@@ -157,3 +157,18 @@ def test_stn_identity_survives_bf16_weights():
     x = torch.rand(1, 3, 400, 400).to(torch.bfloat16)
     out = dec.stn(x)
     assert out.dtype == torch.bfloat16 and (out.float() - x.float()).abs().max() < 1e-2
+
+
+def test_release_checkpoint_fp16_round_trip(tmp_path):
+    import release_checkpoint
+    cfg = ModelConfig(height=32, width=32)
+    enc, dec, critic = make(cfg)
+    save_checkpoint(tmp_path / "train.pth", cfg, enc, dec, critic, step=5)
+    args = release_checkpoint.get_parser().parse_args([str(tmp_path / "train.pth"), str(tmp_path / "rel.pth")])
+    assert release_checkpoint.main(args) == 0
+    assert (tmp_path / "rel.pth").stat().st_size < 0.6 * (tmp_path / "train.pth").stat().st_size
+    cfg2, enc2, dec2 = load_checkpoint(tmp_path / "rel.pth")
+    x, s = torch.rand(2, 3, 32, 32), torch.randint(0, 2, (2, 100)).float()
+    with torch.no_grad():
+        assert enc2.secret_dense.weight.dtype == torch.float32
+        assert torch.allclose(enc(s, x), enc2(s, x), atol=1e-2) and torch.allclose(dec(x), dec2(x), atol=1e-2)

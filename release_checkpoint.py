@@ -1,0 +1,41 @@
+"""Turn a training checkpoint into a small inference checkpoint: model config + encoder + decoder, weights in fp16.
+
+    python release_checkpoint.py checkpoints/stegastamp_128/stegastamp_128_final.pth pretrained/stegastamp_128.pth
+The result loads with models_pytorch.load_checkpoint like any checkpoint (weights come back as fp32); optimizer and
+critic states are dropped, the training arguments and step are kept for provenance.
+"""
+import argparse
+import sys
+
+import torch
+
+from models_pytorch import CheckpointError, CHECKPOINT_FORMAT_VERSION, atomic_torch_save, read_checkpoint
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="training checkpoint (.pth) from train_pytorch.py")
+    p.add_argument("out", help="inference checkpoint to write")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    return p
+
+
+def main(args) -> int:
+    try:
+        ckpt = read_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    dtype = getattr(torch, args.dtype)
+    cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    release = {"format_version": CHECKPOINT_FORMAT_VERSION, "model_config": ckpt["model_config"],
+               "encoder": cast(ckpt["encoder"]), "decoder": cast(ckpt["decoder"]), "discriminator": None,
+               "opt_g": None, "opt_d": None, "step": ckpt["step"], "train_args": ckpt.get("train_args", {})}
+    atomic_torch_save(release, args.out)
+    print(f"wrote {args.out} (step {ckpt['step']}, {args.dtype})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))
