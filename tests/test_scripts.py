@@ -205,3 +205,26 @@ def test_bf16_inference_matches_fp32(ckpt, photos):
     x = np.random.default_rng(0).random((2, 3, 80, 80), dtype=np.float32)
     la, lb = fp32.run_decoder(x), bf16.run_decoder(x)
     assert lb.dtype == np.float32 and np.corrcoef(la.ravel(), lb.ravel())[0, 1] > 0.99
+
+
+def test_evaluate_script_reports_every_distortion(ckpt, photos, tmp_path, capsys):
+    import shutil
+    import evaluate_pytorch
+    for name in ("wide.jpg", "square.png"):
+        shutil.copy(photos / name, tmp_path / name)
+    assert evaluate_pytorch.main(evaluate_pytorch.get_parser().parse_args(
+        [str(ckpt), "--images_dir", str(tmp_path), "--messages", "1", "--device", "cpu"])) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| distortion")]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(evaluate_pytorch.DISTORTIONS)
+    assert "false positives on unmarked photos 0/" in out    # an untrained decoder claims nothing
+
+
+def test_perspective_distortion_moves_content():
+    import evaluate_pytorch
+    img = Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8))
+    rng = np.random.default_rng(1)
+    same = evaluate_pytorch.perspective(0.0)(img, rng)
+    moved = evaluate_pytorch.perspective(0.1)(img, rng)
+    assert np.abs(np.asarray(same, int) - np.asarray(img, int)).max() <= 1
+    assert np.abs(np.asarray(moved, int) - np.asarray(img, int)).mean() > 20
