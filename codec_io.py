@@ -202,6 +202,9 @@ def save_image(img, path, **save_kwargs) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=fmt, **save_kwargs)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
