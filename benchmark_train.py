@@ -97,7 +97,7 @@ def instrumented_step(nets, opts, lpips_fn, image, secret, args, env, clock):
     opt_g.step()
     clock.lap("optimizer")
     with env["autocast"]():
-        T.critic_step(critic, opt_d, {"real": input_warped, "fake": encoded_warped}, args)
+        T.critic_step(critic, opt_d, {"real": input_warped, "fake": encoded_warped})
     clock.lap("critic")
 
 
@@ -114,7 +114,7 @@ def build(size, variant, device, lpips_backbone):
     autocast, scaler = T.amp_tools(amp, device)
     args = T.get_parser().parse_args(["bench"])
     env = dict(aug=T.aug_config(args), autocast=autocast, yuv_scales=torch.tensor([1.0, 100, 100], device=device),
-               falloff=edge_falloff(size, size).to(device) * 0.0)
+               falloff=edge_falloff(size, size).to(device) * 0.0)   # edge gain 0: before l2_edge_delay
     return nets, opts, lpips_fn, args, env, mem
 
 

@@ -11,6 +11,7 @@ bchlib are installed. Everything here works on numpy arrays and PIL images.
 """
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -243,7 +244,7 @@ def add_residual_full_res(cover: Image.Image, residual: np.ndarray):
     return ImageChops.add(cover, residual_up, scale=1.0, offset=-128), residual_up
 
 
-class StegaStampRunner:
+class StegaStampRunner(ABC):
     """Everything around the networks: secret codec, resizing, full-resolution composition, bit decoding.
 
     Subclasses (StegaStamp in stegastamp_pytorch.py, OnnxStegaStamp in onnx_inference.py) implement two calls on
@@ -261,11 +262,13 @@ class StegaStampRunner:
         self.size = (int(config["height"]), int(config["width"]))
         self.codec = SecretCodec.from_config(config)
 
+    @abstractmethod
     def run_encoder(self, secrets: np.ndarray, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """secrets (B, L) in {0,1}, images (B, 3, h, w) in [0,1] -> residuals (B, 3, h, w), float32."""
 
+    @abstractmethod
     def run_decoder(self, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """images (B, 3, h, w) in [0,1] -> logits (B, L), float32."""
 
     def model_input(self, img: Image.Image) -> np.ndarray:
         """PIL RGB at any size -> float32 (h, w, 3) in [0,1] at the model size (whole image, aspect not kept)."""

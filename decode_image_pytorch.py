@@ -5,22 +5,14 @@
 Prints `path: 'Hello!' (corrected N bit errors)` or `path: no message found` per image; only BCH-verified messages
 are reported. Exit code 1 if an image could not be read, 2 for a bad checkpoint or argument.
 """
-import argparse
 import sys
 
 from codec_io import add_decode_arguments, run_decode_cli
-from stegastamp_pytorch import run_script
+from stegastamp_pytorch import run_script, script_parser
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
-    add_decode_arguments(p)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights, NHWC: ~2x faster on CPUs with bf16 support and on GPUs")
-    return p
+    return script_parser(__doc__, add_decode_arguments)
 
 
 def main(args) -> int:

@@ -1,26 +1,18 @@
 """Hide a message in images with a trained checkpoint (port of encode_image.py, any image size).
 
-    python encode_image_pytorch.py pretrained/stegastamp_128.pth --image examples/photo.jpg --save_dir out --secret Hello!
+    python encode_image_pytorch.py pretrained/stegastamp_128.pth --image examples/chelsea.jpg --save_dir out --secret Hello
     python encode_image_pytorch.py CKPT --images_dir photos/ --save_dir out --secret abc --strength 1.5
     python encode_image_pytorch.py CKPT --image photo.jpg --fit      # the original: 400x400 centre crop
 Writes <stem>_hidden.png (the encoded image, at the input's size) and <stem>_residual.png for each input.
 """
-import argparse
 import sys
 
 from codec_io import add_encode_arguments, run_encode_cli
-from stegastamp_pytorch import run_script
+from stegastamp_pytorch import run_script, script_parser
 
 
 def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
-    add_encode_arguments(p)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights, NHWC: ~2x faster on CPUs with bf16 support and on GPUs")
-    return p
+    return script_parser(__doc__, add_encode_arguments)
 
 
 def main(args) -> int:

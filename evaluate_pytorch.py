@@ -90,6 +90,7 @@ def get_parser():
     p.add_argument("--distortions", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--bf16", action="store_true", help="PyTorch model with bfloat16 weights (as the scripts' --bf16)")
     return p
 
 
@@ -106,7 +107,7 @@ def main(args) -> int:
         model = OnnxStegaStamp(args.model)
     else:
         from stegastamp_pytorch import StegaStamp
-        model = StegaStamp.load(args.model, args.device)
+        model = StegaStamp.load(args.model, args.device, args.bf16)
     rng = np.random.default_rng(args.seed)
     alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
     photos = load_photos(args)

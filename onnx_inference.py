@@ -1,6 +1,6 @@
 """Hide and read messages with the exported ONNX networks: needs only numpy, Pillow, onnxruntime and bchlib (no torch).
 
-    python onnx_inference.py pretrained/onnx --encode --image examples/photo.jpg --save_dir out --secret Hello!
+    python onnx_inference.py pretrained/onnx --encode --image examples/chelsea.jpg --save_dir out --secret Hello
     python onnx_inference.py pretrained/onnx --decode --image out/photo_hidden.png [--json] [--int8]
     python onnx_inference.py pretrained/onnx --test                 # encode + decode round trip, prints the result
 Same behaviour as encode_image_pytorch.py / decode_image_pytorch.py (full resolution, --strength, --fit, batches,

@@ -53,6 +53,18 @@ class StegaStamp(StegaStampRunner):
         return self.decoder(self._tensor(images)).float().cpu().numpy()
 
 
+def script_parser(doc, add_io_arguments):
+    """The argparse parser of encode_image_pytorch.py / decode_image_pytorch.py (they differ in their I/O flags)."""
+    import argparse
+    p = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
+    add_io_arguments(p)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 weights, NHWC: ~2x faster on CPUs with bf16 support and on GPUs")
+    return p
+
+
 def run_script(args, run) -> int:
     """Shared body of encode_image_pytorch.py / decode_image_pytorch.py: load, run the codec_io CLI, one-line errors.
     run: codec_io.run_encode_cli or run_decode_cli. Exit codes: 0 ok, 1 some inputs failed, 2 bad model/argument."""

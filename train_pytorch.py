@@ -161,7 +161,7 @@ def metrics(out, image, secret):
             "psnr": (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()}
 
 
-def critic_step(critic, opt_d, out, args):
+def critic_step(critic, opt_d, out):
     """One WGAN critic update: minimise D(real) - D(fake), grads clipped to ±0.25, weights clipped to ±0.01."""
     real, fake = out["real"].detach(), out["fake"].detach()
     B = real.shape[0]
@@ -198,7 +198,7 @@ def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, en
     d_loss = None
     if not warm and not args.no_gan:
         with env["autocast"]():
-            d_loss = critic_step(critic, opt_d, out, args)
+            d_loss = critic_step(critic, opt_d, out)
     return out, losses, d_loss
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 # Standard JPEG tables (ITU T.81 Annex K), transposed as in the original (`.T`). Our coefficients are indexed
 # [vertical freq, horizontal freq] like the original's, so the luma table is applied transposed relative to libjpeg:
-# a quirk kept by default for fidelity (tables="original"). Measured against Pillow's libjpeg (tests/test_utils.py):
+# a quirk kept by default for fidelity (tables="original"). Measured against Pillow's libjpeg (python evaluate_jpeg.py):
 # 256 px photo, q=25, true rounding: 32.7 dB PSNR with the original's transposed tables, 39.6 dB with tables="libjpeg".
 # Like the original, the scaled tables are not floored or clamped to [1, 255] as a real encoder does (SPEC §1.9).
 _Y_TABLE = torch.tensor([
