@@ -79,6 +79,8 @@ class SecretCodec:
                              f"(one byte per ASCII character, more for others)")
         # Pad with spaces as the original does; decode strips them again.
         data = bytearray(data + b" " * (self.data_bytes - len(data)))
+        if not any(data):
+            raise ValueError("an all-NUL secret is reserved: it is what a blank image decodes to")
         ecc = self.bch.encode(data)
         packet = np.frombuffer(bytes(data + ecc), dtype=np.uint8)
         bits = np.unpackbits(packet)  # (packet_bits,), MSB first per byte like format(x, '08b')
@@ -90,7 +92,8 @@ class SecretCodec:
         """Bits (secret_size,) in {0,1} (or probabilities, thresholded at 0.5) -> DecodeResult.
 
         A message is returned only if BCH located at most t errors, the corrected data re-encodes to a codeword within
-        t flips of the received bits, it is valid UTF-8, and the pad bits are all zero (the check detector.py does).
+        t flips of the received bits, it is valid UTF-8 and not all zero (all-zero bits are what a black or flat image
+        gives), and the pad bits are all zero (the check detector.py does).
         Trailing pad spaces are stripped.
         """
         bits = np.asarray(bits, dtype=np.float32).reshape(-1)
@@ -115,6 +118,8 @@ class SecretCodec:
         distance = int(np.sum(fixed[: self.code_bits] != hard[: self.code_bits]))
         if distance > self.t:
             return DecodeResult(None, reason="BCH correction did not yield a codeword within t flips")
+        if not any(data):   # all-zero data (and ECC) is the codeword a black or flat image reads as: not a message
+            return DecodeResult(None, reason="all-zero data: a blank image, not a message")
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError:
@@ -186,31 +191,43 @@ def array_to_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(out.astype(np.uint8), "RGB")
 
 
-def save_image(img, path, **save_kwargs) -> None:
-    """Write a PIL image or a float (H, W, 3) array in [0,1] atomically: a temp file in the same folder, then rename.
-
-    A crash mid-write never leaves a truncated file under `path`. The format follows the extension.
-    """
-    if isinstance(img, np.ndarray):
-        img = array_to_image(img)
+def atomic_write(path, write, suffix="") -> None:
+    """write(tmp_path) into a temp file in the destination folder, then os.replace onto `path`: a crash never
+    leaves a truncated file under `path`. The file gets the usual permissions (umask), not mkstemp's 0600."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
-    if fmt is None:
-        raise ValueError(f"{path}: unknown image extension")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=fmt, **save_kwargs)
+        write(tmp)
         mask = os.umask(0)
         os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)   # mkstemp creates 0600; outputs get the usual permissions
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write, os.path.splitext(os.fspath(path))[1])
+
+
+def save_image(img, path, **save_kwargs) -> None:
+    """Write a PIL image or a float (H, W, 3) array in [0,1] atomically (atomic_write). The format follows the
+    extension."""
+    if isinstance(img, np.ndarray):
+        img = array_to_image(img)
+    path = os.fspath(path)
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image extension")
+    atomic_write(path, lambda tmp: img.save(tmp, format=fmt, **save_kwargs), os.path.splitext(path)[1])
 
 
 def list_images(folder, recursive: bool = True) -> list:

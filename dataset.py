@@ -77,7 +77,8 @@ def _skimage(name):
     def load():
         import skimage.data
         img = getattr(skimage.data, name)()
-        return img[0] if isinstance(img, tuple) else img    # stereo_motorcycle returns (left, right, disparity)
+        img = img[0] if isinstance(img, tuple) else img     # stereo_motorcycle returns (left, right, disparity)
+        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img   # grey photos -> RGB
     return load
 
 
@@ -96,7 +97,7 @@ def _matplotlib(name):
     return load
 
 
-# The colour photographs shipped inside scikit-image, scikit-learn and matplotlib (SPEC §4). The held-out split is
+# The photographs shipped inside scikit-image, scikit-learn and matplotlib (SPEC §4). The held-out split is
 # never used for training, so models can be evaluated on photos they have not seen.
 BUILTIN_PHOTOS = {
     "astronaut": _skimage("astronaut"),
@@ -107,13 +108,21 @@ BUILTIN_PHOTOS = {
     "retina": _skimage("retina"),
     "stereo_motorcycle": _skimage("stereo_motorcycle"),
     "flower": _sklearn("flower.jpg"),
+    # grey photographs and textures (as RGB): more scenes to hide in than the 8 colour ones alone
+    "camera": _skimage("camera"),
+    "moon": _skimage("moon"),
+    "coins": _skimage("coins"),
+    "clock": _skimage("clock"),
+    "brick": _skimage("brick"),
+    "grass": _skimage("grass"),
+    "gravel": _skimage("gravel"),
     "chelsea": _skimage("chelsea"),
     "china": _sklearn("china.jpg"),
     "grace_hopper": _matplotlib("grace_hopper.jpg"),
 }
 BUILTIN_SPLITS = {
     "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-              "stereo_motorcycle", "flower"),
+              "stereo_motorcycle", "flower", "camera", "moon", "coins", "clock", "brick", "grass", "gravel"),
     "heldout": ("chelsea", "china", "grace_hopper"),
 }
 BUILTIN_SPLITS["all"] = BUILTIN_SPLITS["train"] + BUILTIN_SPLITS["heldout"]

@@ -1,20 +1,31 @@
 """Evaluate a model on photos: image quality of the encoded photos and message recovery under distortions.
 
     python evaluate_pytorch.py pretrained/stegastamp_128.pth --images_dir my_photos/ --messages 5
-    python evaluate_pytorch.py pretrained/stegastamp_128.pth --builtin heldout         # photos never trained on
-    python evaluate_pytorch.py pretrained/onnx --onnx --images_dir my_photos/          # the same through ONNX
+    python evaluate_pytorch.py pretrained/stegastamp_128.pth --builtin heldout --out_dir eval/ --plots
+    python evaluate_pytorch.py pretrained/onnx --onnx --builtin heldout            # the same through ONNX Runtime
+
 For each photo, seeded random 7-character secrets are hidden at full resolution; the encoded photo is distorted
-(real Pillow JPEG, blur, noise, colour, resize, crop, perspective) and decoded. Reported per distortion: raw bit
-accuracy, exact message recovery after BCH, and false positives (messages claimed on the unmarked photos).
+(real Pillow JPEG, blur, noise, colour, resize, crop, perspective, a print-and-photograph simulation) and decoded.
+Reported: PSNR / SSIM / LPIPS of encoded vs cover (full resolution); per distortion raw bit accuracy, exact message
+recovery after BCH, and false positives (a message claimed on the unmarked photo under that distortion).
+--out_dir writes results.md and results.json; --plots adds recovery vs JPEG quality, recovery vs perspective
+strength and PSNR/recovery vs --strength (plot_*.png), sweeps that take a few times longer than the table.
 """
 import argparse
 import io
+import json
+import os
 import sys
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from codec_io import list_images, load_image
+
+#################################################################################
+#                                  Distortions                                  #
+#################################################################################
+# Each is f(PIL RGB, numpy Generator) -> PIL RGB of the same size.
 
 
 def jpeg(q):
@@ -32,18 +43,25 @@ def noise(sigma):
     return f
 
 
+def perspective_coeffs(dst, src):
+    """PIL PERSPECTIVE coefficients mapping output points dst (4, 2) to input points src (4, 2)."""
+    A = []
+    for (x, y), (u, v) in zip(dst, src):
+        A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    return np.linalg.solve(np.array(A), np.asarray(src, np.float64).reshape(-1))
+
+
 def perspective(frac):
     """Move each corner by up to frac of the size inward/outward at random, warp back to the full frame."""
     def f(img, rng):
+        if frac == 0:
+            return img
         W, H = img.size
         dst = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
         src = dst + rng.uniform(-frac, frac, (4, 2)) * [W, H]
-        A = []   # solve the 8 coefficients mapping output (dst) -> input (src), PIL's PERSPECTIVE convention
-        for (x, y), (u, v) in zip(dst, src):
-            A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-            A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        coeffs = np.linalg.solve(np.array(A), src.reshape(-1))
-        return img.transform((W, H), Image.PERSPECTIVE, coeffs, Image.BILINEAR, fillcolor=(255, 255, 255))
+        return img.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(dst, src), Image.BILINEAR,
+                             fillcolor=(255, 255, 255))
     return f
 
 
@@ -53,6 +71,34 @@ def crop_border(frac):
         dx, dy = int(W * frac / 2), int(H * frac / 2)
         return img.crop((dx, dy, W - dx, H - dy)).resize((W, H), Image.BICUBIC)
     return f
+
+
+def print_photo(img, rng):
+    """Print-and-photograph simulation (our design; no printer in the loop). In order:
+    printing: ink gamut (contrast x0.85, gamma 1.1), dot gain (blur 0.5 px at print size);
+    photographing: the print framed by hand (corners jittered by 3% of the size, the rest filled with a grey
+    background), camera resolution (60% of the print's pixels), defocus (blur 1 px), uneven light (brightness x0.8-1.1
+    with a linear gradient and 15% vignetting), white balance (per-channel gains 0.9-1.1), sensor noise (sigma 0.01),
+    and the phone's JPEG (quality 80); finally resized back to the print's size, as a user crops the photo."""
+    W, H = img.size
+    x = np.asarray(img, np.float32) / 255
+    x = 0.5 + 0.85 * (x - 0.5)
+    x = np.clip(x, 0, 1) ** 1.1
+    img = Image.fromarray((x * 255 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.5))
+    dst = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
+    src = dst + rng.uniform(-0.03, 0.03, (4, 2)) * [W, H]
+    img = img.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(dst, src), Image.BILINEAR,
+                        fillcolor=(128, 128, 128))
+    w, h = max(int(W * 0.6), 1), max(int(H * 0.6), 1)
+    img = img.resize((w, h), Image.BILINEAR).filter(ImageFilter.GaussianBlur(1))
+    x = np.asarray(img, np.float32) / 255
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = xx / max(w - 1, 1) - 0.5, yy / max(h - 1, 1) - 0.5
+    angle = rng.uniform(0, 2 * np.pi)
+    light = rng.uniform(0.8, 1.1) * (1 + 0.1 * (np.cos(angle) * u + np.sin(angle) * v)) * (1 - 0.3 * (u * u + v * v))
+    x = x * light[..., None] * rng.uniform(0.9, 1.1, 3) + rng.normal(0, 0.01, x.shape)
+    img = jpeg(80)(Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)), rng)
+    return img.resize((W, H), Image.BICUBIC)
 
 
 DISTORTIONS = {
@@ -69,13 +115,166 @@ DISTORTIONS = {
         img.size, Image.BICUBIC),
     "crop10%": crop_border(0.10),
     "persp5%": perspective(0.05), "persp10%": perspective(0.10),
+    "print_photo": print_photo,
 }
+JPEG_SWEEP = (95, 90, 80, 70, 60, 50, 40, 30, 20, 10)
+PERSPECTIVE_SWEEP = (0.0, 0.025, 0.05, 0.075, 0.10, 0.125, 0.15)
+STRENGTH_SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+#################################################################################
+#                                   Metrics                                     #
+#################################################################################
 
 
 def psnr(a, b):
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
     return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
 
+
+def ssim(a, b):
+    from skimage.metrics import structural_similarity
+    return structural_similarity(np.asarray(a), np.asarray(b), channel_axis=2, data_range=255)
+
+
+def make_lpips():
+    """img, img -> LPIPS (AlexNet) at full resolution, or None with a reason when no real weights are available."""
+    try:
+        import torch
+        from utils_pytorch import build_lpips
+        net = build_lpips("auto")
+    except Exception as e:   # no torch, or no AlexNet weights offline: report, do not fail the evaluation
+        print(f"LPIPS not measured: {str(e).splitlines()[0][:150]}", file=sys.stderr)
+        return None
+
+    def f(a, b):
+        t = [torch.from_numpy(np.asarray(x, np.float32) / 255).permute(2, 0, 1)[None] for x in (a, b)]
+        with torch.no_grad():
+            return float(net(t[0], t[1], normalize=True).mean())
+    return f
+
+
+def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quality=True, lpips_fn=None):
+    """Encode `messages` seeded secrets into each (name, PIL) photo, distort, decode.
+
+    distortions: {name: f(img, rng)}. Returns a dict: per-distortion bit_acc / exact / false_pos, the mean
+    image-quality metrics over all encoded photos (quality=False skips SSIM and LPIPS; PSNR is always measured), and
+    per photo its mean PSNR and exact recovery over all distortions."""
+    # Secrets and distortions draw from separate streams: the same secrets whatever the distortion list, so the
+    # sweeps and the table agree where they overlap (clean).
+    rng_secret, rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
+    alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+    stats = {d: {"bits": [], "exact": 0, "n": 0, "false_pos": 0} for d in distortions}
+    q = {"psnr": [], "ssim": [], "lpips": []}
+    per_photo = {}
+    for name, img in photos:
+        mine = per_photo.setdefault(str(name), {"psnr": [], "exact": []})
+        unmarked = model.decode_batch([f(img, rng) for f in distortions.values()])
+        for d, r in zip(distortions, unmarked):
+            stats[d]["false_pos"] += r.ok
+        for _ in range(messages):
+            secret = "".join(rng_secret.choice(alphabet, 7))
+            encoded, _ = model.encode(img, secret, strength=strength)
+            q["psnr"].append(psnr(encoded, img))
+            mine["psnr"].append(q["psnr"][-1])
+            if quality:
+                q["ssim"].append(ssim(encoded, img))
+                if lpips_fn is not None:
+                    q["lpips"].append(lpips_fn(encoded, img))
+            truth = model.codec.encode(secret)
+            for d, f in distortions.items():
+                x = model.model_input(f(encoded, rng))[None].transpose(0, 3, 1, 2)
+                bits = (model.run_decoder(x)[0] > 0).astype(np.float32)
+                stats[d]["bits"].append(float(np.mean(bits == truth)))
+                ok = model.codec.decode(bits).message == secret
+                stats[d]["exact"] += ok
+                stats[d]["n"] += 1
+                mine["exact"].append(ok)
+    return {
+        "photos": len(photos), "messages": messages, "strength": strength,
+        "quality": {k: (float(np.mean(v)) if v else None) for k, v in q.items()},
+        "psnr_min": float(np.min(q["psnr"])),
+        "distortions": {d: {"bit_acc": float(np.mean(s["bits"])), "exact": s["exact"] / s["n"],
+                            "false_pos": s["false_pos"], "unmarked": len(photos)} for d, s in stats.items()},
+        # which photos are hard: mean PSNR and exact recovery over all messages and distortions, per photo
+        "per_photo": {n: {"psnr": float(np.mean(v["psnr"])), "exact": float(np.mean(v["exact"]))}
+                      for n, v in per_photo.items()},
+    }
+
+
+def markdown(res, title):
+    q = res["quality"]
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
+    fp = sum(s["false_pos"] for s in res["distortions"].values())
+    n_unmarked = sum(s["unmarked"] for s in res["distortions"].values())
+    lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}",
+             "", f"PSNR {q['psnr']:.2f} dB (min {res['psnr_min']:.2f}) | SSIM {fmt(q['ssim'], '.4f')} | "
+                 f"LPIPS {fmt(q['lpips'], '.4f')} | false positives {fp}/{n_unmarked}", "",
+             "| distortion | bit accuracy | exact recovery | false positives |", "|---|---|---|---|"]
+    for d, s in res["distortions"].items():
+        lines.append(f"| {d} | {s['bit_acc']:.4f} | {s['exact']:.3f} | {s['false_pos']}/{s['unmarked']} |")
+    hardest = sorted(res["per_photo"].items(), key=lambda kv: kv[1]["exact"])[:3]
+    lines += ["", "Hardest photos (exact recovery over all distortions, PSNR): " + ", ".join(
+        f"{os.path.basename(n)} ({v['exact']:.2f}, {v['psnr']:.1f} dB)" for n, v in hardest)]
+    return "\n".join(lines) + "\n"
+
+
+#################################################################################
+#                              Sweeps and plots                                 #
+#################################################################################
+
+def sweeps(model, photos, args):
+    """Recovery vs JPEG quality, vs perspective strength, and PSNR/recovery vs --strength (same seeds as the table)."""
+    run = lambda dist, strength=args.strength: evaluate(model, photos, dist, args.messages, strength, args.seed,
+                                                        quality=False)
+    out = {"jpeg": run({q: jpeg(q) for q in JPEG_SWEEP}),
+           "perspective": run({f: perspective(f) for f in PERSPECTIVE_SWEEP}),
+           "strength": {s: run({"clean": DISTORTIONS["clean"], "jpeg50": jpeg(50)}, s) for s in STRENGTH_SWEEP}}
+    return out
+
+
+def plot_sweeps(sw, out_dir, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+
+    def save(fig, name):
+        path = os.path.join(out_dir, name)
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+
+    for key, xlabel, xs, name in (("jpeg", "JPEG quality (Pillow)", JPEG_SWEEP, "plot_jpeg.png"),
+                                  ("perspective", "perspective: max corner jitter (% of size)",
+                                   [100 * f for f in PERSPECTIVE_SWEEP], "plot_perspective.png")):
+        d = sw[key]["distortions"]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot(xs, [s["exact"] for s in d.values()], "o-", label="exact recovery")
+        ax.plot(xs, [s["bit_acc"] for s in d.values()], "s--", label="bit accuracy")
+        ax.set(xlabel=xlabel, ylabel="fraction", ylim=(0, 1.02), title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+        save(fig, name)
+    st = sw["strength"]
+    xs = list(st)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(xs, [st[s]["quality"]["psnr"] for s in xs], "o-", color="C3")
+    ax.set(xlabel="--strength (residual scale)", ylabel="PSNR (dB)", title=title)
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    for d, style in (("clean", "s--"), ("jpeg50", "^:")):
+        ax2.plot(xs, [st[s]["distortions"][d]["exact"] for s in xs], style, label=f"exact recovery, {d}")
+    ax2.set(ylabel="exact recovery", ylim=(0, 1.02))
+    ax2.legend(loc="lower right")
+    save(fig, "plot_strength.png")
+    return paths
+
+
+#################################################################################
+#                                     Main                                      #
+#################################################################################
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -91,6 +290,9 @@ def get_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--bf16", action="store_true", help="PyTorch model with bfloat16 weights (as the scripts' --bf16)")
+    p.add_argument("--no_lpips", action="store_true", help="skip LPIPS (the slowest quality metric)")
+    p.add_argument("--out_dir", default=None, help="write results.md, results.json (and plots) here")
+    p.add_argument("--plots", action="store_true", help="also run the sweeps and write plot_*.png (needs --out_dir)")
     return p
 
 
@@ -98,41 +300,41 @@ def load_photos(args):
     if args.builtin:
         from dataset import BUILTIN_SPLITS, load_builtin_photo
         return [(n, load_builtin_photo(n)) for n in BUILTIN_SPLITS[args.builtin]]
-    return [(p, load_image(p)) for p in list_images(args.images_dir)]
+    paths = list_images(args.images_dir)
+    if not paths:
+        raise SystemExit(f"error: {args.images_dir}: no images found")
+    return [(p, load_image(p)) for p in paths]
 
 
 def main(args) -> int:
+    if args.plots and not args.out_dir:
+        print("error: --plots needs --out_dir", file=sys.stderr)
+        return 2
     if args.onnx:
         from onnx_inference import OnnxStegaStamp
         model = OnnxStegaStamp(args.model)
     else:
         from stegastamp_pytorch import StegaStamp
         model = StegaStamp.load(args.model, args.device, args.bf16)
-    rng = np.random.default_rng(args.seed)
-    alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
     photos = load_photos(args)
-    stats = {d: {"bits": [], "exact": 0, "n": 0} for d in args.distortions}
-    quality, false_pos = [], 0
-    for name, img in photos:
-        false_pos += sum(r.ok for r in model.decode_batch([DISTORTIONS[d](img, rng) for d in args.distortions]))
-        for _ in range(args.messages):
-            secret = "".join(rng.choice(alphabet, 7))
-            encoded, _ = model.encode(img, secret, strength=args.strength)
-            quality.append(psnr(encoded, img))
-            truth = model.codec.encode(secret)
-            for d in args.distortions:
-                x = model.model_input(DISTORTIONS[d](encoded, rng))[None].transpose(0, 3, 1, 2)
-                bits = (model.run_decoder(x)[0] > 0).astype(np.float32)
-                stats[d]["bits"].append(np.mean(bits == truth))
-                stats[d]["exact"] += model.codec.decode(bits).message == secret
-                stats[d]["n"] += 1
-    n_clean = len(photos) * len(args.distortions)
-    print(f"{len(photos)} photos x {args.messages} messages, strength {args.strength}; encoded vs cover PSNR "
-          f"{np.mean(quality):.2f} dB (min {np.min(quality):.2f}); false positives on unmarked photos "
-          f"{false_pos}/{n_clean}\n")
-    print("| distortion | bit accuracy | exact recovery |\n|---|---|---|")
-    for d, s in stats.items():
-        print(f"| {d} | {np.mean(s['bits']):.4f} | {s['exact'] / s['n']:.3f} |")
+    lpips_fn = None if args.no_lpips else make_lpips()
+    res = evaluate(model, photos, {d: DISTORTIONS[d] for d in args.distortions}, args.messages, args.strength,
+                   args.seed, lpips_fn=lpips_fn)
+    title = f"{os.path.basename(os.path.normpath(args.model))} on {args.builtin or args.images_dir}"
+    table = markdown(res, title)
+    print(table)
+    if args.out_dir:
+        from codec_io import atomic_write_text
+        os.makedirs(args.out_dir, exist_ok=True)
+        res["model"], res["photos_source"], res["onnx"] = args.model, args.builtin or args.images_dir, args.onnx
+        if args.plots:
+            sw = sweeps(model, photos, args)
+            res["sweeps"] = sw
+            for path in plot_sweeps(sw, args.out_dir, title):
+                print(f"wrote {path}")
+        atomic_write_text(os.path.join(args.out_dir, "results.md"), table)
+        atomic_write_text(os.path.join(args.out_dir, "results.json"), json.dumps(res, indent=1, default=str))
+        print(f"wrote {os.path.join(args.out_dir, 'results.md')} and results.json")
     return 0
 
 

@@ -13,12 +13,13 @@ model's (SPEC §1.5). Sizes are derived from ModelConfig; nothing is tied to 400
 """
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from codec_io import atomic_write
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -281,27 +282,9 @@ def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "_orig_mod", module)
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_torch_save(obj, path):
     """torch.save to a temp file in the same folder, then os.replace: a crash never leaves a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), ".pt")
 
 
 def save_checkpoint(path, cfg: ModelConfig, encoder, decoder, discriminator=None, opt_g=None, opt_d=None,

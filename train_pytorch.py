@@ -90,19 +90,23 @@ def loss_scales(args, step):
     }
 
 
-def fill_borders(encoded_warped, image, M, borders):
-    """Unwarp the encoded image and fill where the unwarp has no source (port of build_model's --borders)."""
+def fill_borders(encoded_warped, image, M, borders, with_mask=False):
+    """Unwarp the encoded image and fill where the unwarp has no source (port of build_model's --borders).
+    with_mask=True also returns that mask (B, 1, H, W): 1 where the unwarped image has a source."""
     encoded, mask = warp_with_mask(encoded_warped, M[:, 0])         # (B, 3, H, W), (B, 1, H, W)
     if borders == "black":
-        return encoded
-    if borders == "white":
-        return encoded + (1 - mask)
-    if borders in ("random", "randomrgb"):
+        fill = 0
+    elif borders == "white":
+        fill = 1
+    elif borders in ("random", "randomrgb"):
         ch = 3 if borders == "randomrgb" else 1                       # one value per batch, as the original
-        return encoded + (1 - mask) * torch.rand(1, ch, 1, 1, device=image.device, dtype=image.dtype)
-    if borders == "image":
-        return encoded + (1 - mask) * torch.roll(image, 1, 0)         # another image of the batch
-    raise ValueError(f"unknown borders {borders!r}")
+        fill = torch.rand(1, ch, 1, 1, device=image.device, dtype=image.dtype)
+    elif borders == "image":
+        fill = torch.roll(image, 1, 0)                                # another image of the batch
+    else:
+        raise ValueError(f"unknown borders {borders!r}")
+    encoded = encoded + (1 - mask) * fill
+    return (encoded, mask) if with_mask else encoded
 
 
 def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
@@ -118,14 +122,17 @@ def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
     if args.borders == "no_edge":
         encoded = image + residual
         real, fake = image, encoded
+        valid = torch.ones_like(image[:, :1])
     else:
-        encoded = fill_borders(encoded_warped, image, M, args.borders)
+        # As the original, the image loss also sees the filled corners: a constant that has no gradient.
+        encoded, valid = fill_borders(encoded_warped, image, M, args.borders, with_mask=True)
         real, fake = input_warped, encoded_warped
     # Not clipped before the noise layer, as the original (it clips after noise / brightness inside transform_net).
     with torch.autocast(image.device.type, enabled=False):            # DCT/YUV maths in fp32 under --amp
         transformed = transform_net(encoded.float(), aug, step)
     logits = decoder(transformed)                                     # (B, L)
-    return dict(encoded=encoded, residual=residual, transformed=transformed, logits=logits, real=real, fake=fake)
+    return dict(encoded=encoded, residual=residual, transformed=transformed, logits=logits, real=real, fake=fake,
+                valid=valid.detach())
 
 
 def image_loss(encoded, image, yuv_scales, falloff):
@@ -154,9 +161,15 @@ def compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, 
 
 @torch.no_grad()
 def metrics(out, image, secret):
-    """Bit accuracy (logits > 0), string accuracy (all bits right) and PSNR of the clipped encoded image; on device."""
+    """Bit accuracy (logits > 0), string accuracy (all bits right) and PSNR of the clipped encoded image; on device.
+
+    PSNR counts only pixels the encoder made (out["valid"]): the corners the unwarp cannot fill (--borders) hold a
+    fill colour no model controls, and would otherwise pull the PSNR down to ~19 dB whatever the residual.
+    """
     correct = (out["logits"] > 0).float() == secret                      # (B, L)
-    mse = (out["encoded"].clamp(0, 1) - image).pow(2).mean(dim=(1, 2, 3))
+    valid = out["valid"].float()
+    sq = (out["encoded"].float().clamp(0, 1) - image).pow(2) * valid
+    mse = sq.sum(dim=(1, 2, 3)) / (3 * valid.sum(dim=(1, 2, 3))).clamp_min(1)
     return {"bit_acc": correct.float().mean(), "str_acc": correct.all(1).float().mean(),
             "psnr": (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean()}
 
@@ -380,6 +393,9 @@ def get_parser():
     g.add_argument("--compile", action="store_true", help="torch.compile the encoder, decoder and critic")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format")
     g.add_argument("--pretrained", default=None, help="checkpoint to resume from (weights, optimizers, step, RNG)")
+    g.add_argument("--init_from", default=None,
+                   help="start a new run (step 0, fresh optimizers and schedule) from the weights of this training "
+                        "or released checkpoint: fine-tuning, or going on from a model whose training state is gone")
     g = p.add_argument_group("losses and ramps (train.py defaults; base.sh values in the docstring)")
     g.add_argument("--l2_loss_scale", type=float, default=1.5)
     g.add_argument("--l2_loss_ramp", type=int, default=20000)
@@ -459,6 +475,8 @@ def aug_config(args):
 def main(args):
     if args.dry_run:
         args.num_steps = 2
+    if args.pretrained and args.init_from:
+        raise SystemExit("error: --pretrained resumes a run, --init_from starts a new one from weights: give one")
     rank, world, device = setup_distributed(args)
     torch.manual_seed(args.seed + rank)   # per-rank seeds: different augmentations on each rank
     np.random.seed(args.seed + rank)
@@ -484,6 +502,14 @@ def main(args):
             load_state(critic, resumed["discriminator"], "discriminator", args.pretrained)
         start_step, gate_step = resumed["step"], resumed.get("gate_step")
         recent_acc = list(resumed.get("recent_acc") or [])
+    elif args.init_from:
+        init = read_checkpoint(args.init_from)
+        if ModelConfig.from_dict(init["model_config"]) != cfg:
+            raise SystemExit(f"error: {args.init_from} has {init['model_config']}, these flags give {asdict(cfg)}")
+        for m, key in ((encoder, "encoder"), (decoder, "decoder"), (critic, "discriminator")):
+            if init.get(key) is not None:
+                load_state(m, init[key], key, args.init_from)
+        log.print(f"initialised from the weights of {args.init_from} (step {init.get('step')} there)")
     mem = torch.channels_last if args.channels_last else torch.contiguous_format
     for m in (encoder, decoder, critic):
         m.to(device, memory_format=mem)

@@ -68,6 +68,18 @@ def test_nonzero_pad_bits_rejected(codec):
     assert res.message is None and "pad" in res.reason
 
 
+def test_blank_image_bits_are_not_a_message(codec):
+    """All-zero bits (a black or flat image through a decoder) form a valid BCH codeword; they must not count."""
+    zeros = np.zeros(100, np.float32)
+    assert codec.decode(zeros).message is None and "blank" in codec.decode(zeros).reason
+    near = zeros.copy()
+    near[[3, 40, 77]] = 1                      # within t flips of the all-zero codeword: still not a message
+    assert codec.decode(near).message is None
+    with pytest.raises(ValueError, match="reserved"):
+        codec.encode("\x00" * 7)
+    assert codec.decode(codec.encode("\x00a")).message == "\x00a"   # NUL inside a real message is fine
+
+
 def test_beyond_t_never_returns_an_unverified_message(codec):
     """6-10 flips: failure, or a message whose codeword lies within t flips of what was received (BCH-verified).
     Mis-correction to a *different* valid codeword is possible; its measured rate is documented in the README."""
@@ -159,6 +171,18 @@ def test_fit_array_round_trip_and_atomic_save(tmp_path):
     save_image(arr, tmp_path / "sub" / "o.png")
     assert np.array_equal(np.asarray(load_image(tmp_path / "sub" / "o.png")), np.asarray(array_to_image(arr)))
     assert [p.name for p in tmp_path.rglob("*")] == ["sub", "o.png"]  # no temp file left behind
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    from codec_io import atomic_write, atomic_write_text
+    atomic_write_text(tmp_path / "r.md", "old")
+
+    def broken(tmp):
+        open(tmp, "w").write("half")
+        raise OSError("disk full")
+    with pytest.raises(OSError):
+        atomic_write(tmp_path / "r.md", broken)
+    assert (tmp_path / "r.md").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.md"]
 
 
 def test_list_images(tmp_path):

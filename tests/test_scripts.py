@@ -212,12 +212,45 @@ def test_evaluate_script_reports_every_distortion(ckpt, photos, tmp_path, capsys
     import evaluate_pytorch
     for name in ("wide.jpg", "square.png"):
         shutil.copy(photos / name, tmp_path / name)
+    out_dir = tmp_path / "eval"
     assert evaluate_pytorch.main(evaluate_pytorch.get_parser().parse_args(
-        [str(ckpt), "--images_dir", str(tmp_path), "--messages", "1", "--device", "cpu"])) == 0
+        [str(ckpt), "--images_dir", str(tmp_path), "--messages", "1", "--device", "cpu", "--no_lpips",
+         "--out_dir", str(out_dir), "--plots"])) == 0
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| distortion")]
     assert [r.split(" | ")[0][2:] for r in rows] == list(evaluate_pytorch.DISTORTIONS)
-    assert "false positives on unmarked photos 0/" in out    # an untrained decoder claims nothing
+    n = len(evaluate_pytorch.DISTORTIONS) * 2
+    assert f"false positives 0/{n}" in out    # an untrained decoder claims nothing
+    assert (out_dir / "results.md").read_text() in out
+    res = json.loads((out_dir / "results.json").read_text())
+    assert set(res["distortions"]) == set(evaluate_pytorch.DISTORTIONS) and res["quality"]["lpips"] is None
+    assert set(res["sweeps"]) == {"jpeg", "perspective", "strength"}
+    for name in ("plot_jpeg.png", "plot_perspective.png", "plot_strength.png"):
+        assert Image.open(out_dir / name).size[0] > 200
+
+
+def test_evaluate_measures_recovery_and_quality():
+    """With a model that really hides the bits (BlockRunner), recovery is 1 where the bits survive and 0 where the
+    residual is gone; PSNR follows the residual size."""
+    import evaluate_pytorch as E
+    rng = np.random.default_rng(0)
+    photos = [("a", Image.fromarray((rng.random((120, 160, 3)) * 255).astype(np.uint8)))]
+    dist = {"clean": E.DISTORTIONS["clean"], "jpeg90": E.jpeg(90), "grey": lambda img, r: Image.new("RGB", img.size)}
+    res = E.evaluate(BlockRunner(), photos, dist, messages=2, quality=True)
+    d = res["distortions"]
+    assert d["clean"]["exact"] == 1.0 and d["clean"]["bit_acc"] == 1.0 and d["jpeg90"]["exact"] == 1.0
+    assert d["grey"]["exact"] == 0.0 and 0.4 < d["grey"]["bit_acc"] < 0.6    # all-black image: bits are 0
+    assert sum(s["false_pos"] for s in d.values()) == 0
+    assert 0 < res["quality"]["ssim"] < 0.9 and res["quality"]["psnr"] < 20  # BlockRunner overwrites the photo
+
+
+def test_print_photo_simulation_is_seeded_and_degrades():
+    import evaluate_pytorch as E
+    img = Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8))
+    a = E.print_photo(img, np.random.default_rng(3))
+    b = E.print_photo(img, np.random.default_rng(3))
+    assert a.size == img.size and np.array_equal(np.asarray(a), np.asarray(b))
+    assert E.psnr(a, img) < 20
 
 
 def test_perspective_distortion_moves_content():

@@ -75,6 +75,8 @@ def test_fill_borders_values():
     assert torch.allclose(white[..., :4], torch.ones(1)) and black[..., :4].abs().max() < 1e-6
     other = train_pytorch.fill_borders(image, image, M, "image")
     assert torch.allclose(other[0, :, :, :4], image[1, :, :, :4], atol=1e-6)
+    same, mask = train_pytorch.fill_borders(image, image, M, "white", with_mask=True)
+    assert torch.equal(same, white) and mask[..., :4].abs().max() < 1e-6 and mask[..., 5:].min() > 1 - 1e-6
 
 
 def test_gated_warmup_waits_for_accuracy(tmp_path):
@@ -127,3 +129,31 @@ def test_eval_only_on_a_finished_run(tmp_path, capsys):
     run(tmp_path, "e", "--num_steps", "2", "--eval_batches", "2", "--pretrained", str(tmp_path / "ckpt" / "e" / "e_final.pth"))
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("eval at step 2")]
     assert len(line) == 1 and "bit_acc 0." in line[0]
+
+
+def test_init_from_loads_weights_and_starts_a_new_run(tmp_path, capsys):
+    run(tmp_path, "src", "--num_steps", "2")
+    src = tmp_path / "ckpt" / "src" / "src_final.pth"
+    # lr 0: the generator keeps exactly the weights it was initialised with; the run starts at step 0
+    assert run(tmp_path, "ft", "--num_steps", "2", "--lr", "0", "--init_from", str(src)) == 2
+    a, b = read_checkpoint(src), read_checkpoint(tmp_path / "ckpt" / "ft" / "ft_final.pth")
+    for part in ("encoder", "decoder"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert "initialised from the weights of" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="give one"):
+        run(tmp_path, "ft2", "--num_steps", "2", "--init_from", str(src), "--pretrained", str(src))
+    with pytest.raises(SystemExit, match="these flags give"):
+        run(tmp_path, "ft3", "--num_steps", "2", "--size", "48", "--init_from", str(src))
+
+
+def test_psnr_metric_ignores_the_filled_corners():
+    image = torch.rand(2, 3, 16, 16)
+    valid = torch.ones(2, 1, 16, 16)
+    valid[:, :, :4, :4] = 0
+    encoded = image.clone()
+    encoded[:, :, :4, :4] = 1.0                 # the border fill: no model controls it
+    out = {"logits": torch.zeros(2, 100), "encoded": encoded, "valid": valid}
+    assert train_pytorch.metrics(out, image, torch.zeros(2, 100))["psnr"] > 90
+    encoded[:, :, 8:, 8:] += 0.1                # a residual inside the valid area does count: 10 dB per decade
+    m = train_pytorch.metrics(out, image, torch.zeros(2, 100))["psnr"]
+    assert 20 < m < 40
