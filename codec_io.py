@@ -312,10 +312,14 @@ class StegaStampRunner(ABC):
         """One PIL image + text -> (encoded PIL, residual PIL)."""
         return self.encode_batch([image], [secret], strength, fit)[0]
 
+    def decode_logits(self, images) -> np.ndarray:
+        """List of PIL images (any sizes) -> decoder logits (B, L) float64, in one network call; bits = logits > 0."""
+        x = np.stack([self.model_input(im) for im in images]).transpose(0, 3, 1, 2)  # (B, 3, h, w)
+        return np.asarray(self.run_decoder(x), dtype=np.float64)
+
     def decode_batch(self, images):
         """List of PIL images -> list of DecodeResult (message or None, corrected bits, confidence)."""
-        x = np.stack([self.model_input(im) for im in images]).transpose(0, 3, 1, 2)  # (B, 3, h, w)
-        logits = np.asarray(self.run_decoder(x), dtype=np.float64)                   # (B, L)
+        logits = self.decode_logits(images)                                          # (B, L)
         prob = 0.5 * (1 + np.tanh(logits / 2))                                      # sigmoid, no overflow
         results = []
         for p in prob:
@@ -332,16 +336,18 @@ class StegaStampRunner(ABC):
 #                 Command-line front end (encode / decode scripts)              #
 #################################################################################
 
-def add_input_arguments(parser):
-    g = parser.add_mutually_exclusive_group(required=True)
+def add_input_arguments(parser, required=True):
+    g = parser.add_mutually_exclusive_group(required=required)
     g.add_argument("--image", help="one image file")
     g.add_argument("--images_dir", help="a folder of images (recursive)")
     parser.add_argument("--batch_size", type=int, default=8, help="images per network call")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
-def add_encode_arguments(parser):
-    add_input_arguments(parser)
+def add_encode_arguments(parser, inputs=True):
+    """The encode flags; inputs=False leaves out --image/--images_dir/... (a caller that adds them itself)."""
+    if inputs:
+        add_input_arguments(parser)
     parser.add_argument("--save_dir", default="out", help="writes <stem>_hidden.png and <stem>_residual.png here")
     parser.add_argument("--secret", default="Stega!!", help="text to hide: at most 7 UTF-8 bytes")
     parser.add_argument("--strength", type=float, default=1.0, help="scales the residual (1 = as trained)")
@@ -350,8 +356,9 @@ def add_encode_arguments(parser):
                              "input's full resolution)")
 
 
-def add_decode_arguments(parser):
-    add_input_arguments(parser)
+def add_decode_arguments(parser, inputs=True):
+    if inputs:
+        add_input_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of text lines")
 
 

@@ -6,13 +6,13 @@ Prints PSNR between our output and Pillow's for both table orientations (the ori
 libjpeg's), with true rounding, and Pillow's distance from the uncompressed input for scale.
 """
 import argparse
-import io
 
 import numpy as np
 import torch
 from PIL import Image
 
 from dataset import BUILTIN_PHOTOS, load_builtin_photo
+from evaluate_pytorch import jpeg
 from utils_pytorch import jpeg_compress_decompress, quality_to_factor
 
 
@@ -39,9 +39,7 @@ def main(args):
     print("| quality | ours (libjpeg tables) vs Pillow | ours (original tables) vs Pillow | Pillow vs input |")
     print("|---|---|---|---|")
     for q in args.qualities:
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=q)
-        real = to_tensor(Image.open(buf).convert("RGB"))
+        real = to_tensor(jpeg(q)(img, None))   # Pillow's JPEG, as in the evaluation suite
         ours = {t: jpeg_compress_decompress(x, rounding="ste", factor=quality_to_factor(q), tables=t)
                 for t in ("libjpeg", "original")}
         print(f"| {q} | {psnr(ours['libjpeg'], real):.1f} dB | {psnr(ours['original'], real):.1f} dB | "

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from codec_io import list_images, load_image
+from codec_io import ImageLoadError, list_images, load_image
 
 #################################################################################
 #                                  Distortions                                  #
@@ -181,9 +181,9 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
                 if lpips_fn is not None:
                     q["lpips"].append(lpips_fn(encoded, img))
             truth = model.codec.encode(secret)
-            for d, f in distortions.items():
-                x = model.model_input(f(encoded, rng))[None].transpose(0, 3, 1, 2)
-                bits = (model.run_decoder(x)[0] > 0).astype(np.float32)
+            logits = model.decode_logits([f(encoded, rng) for f in distortions.values()])   # one batched call
+            for d, row in zip(distortions, logits):
+                bits = (row > 0).astype(np.float32)
                 stats[d]["bits"].append(float(np.mean(bits == truth)))
                 ok = model.codec.decode(bits).message == secret
                 stats[d]["exact"] += ok
@@ -297,26 +297,40 @@ def get_parser():
 
 
 def load_photos(args):
+    """-> ([(name, PIL)], [error lines]): an unreadable file is reported and left out, the others are evaluated."""
     if args.builtin:
         from dataset import BUILTIN_SPLITS, load_builtin_photo
-        return [(n, load_builtin_photo(n)) for n in BUILTIN_SPLITS[args.builtin]]
-    paths = list_images(args.images_dir)
-    if not paths:
-        raise SystemExit(f"error: {args.images_dir}: no images found")
-    return [(p, load_image(p)) for p in paths]
+        return [(n, load_builtin_photo(n)) for n in BUILTIN_SPLITS[args.builtin]], []
+    photos, errors = [], []
+    for p in list_images(args.images_dir):
+        try:
+            photos.append((p, load_image(p)))
+        except ImageLoadError as e:
+            errors.append(str(e))
+    return photos, errors
 
 
 def main(args) -> int:
     if args.plots and not args.out_dir:
         print("error: --plots needs --out_dir", file=sys.stderr)
         return 2
-    if args.onnx:
-        from onnx_inference import OnnxStegaStamp
-        model = OnnxStegaStamp(args.model)
-    else:
-        from stegastamp_pytorch import StegaStamp
-        model = StegaStamp.load(args.model, args.device, args.bf16)
-    photos = load_photos(args)
+    from models_pytorch import CheckpointError
+    try:
+        if args.onnx:
+            from onnx_inference import OnnxStegaStamp
+            model = OnnxStegaStamp(args.model)
+        else:
+            from stegastamp_pytorch import StegaStamp
+            model = StegaStamp.load(args.model, args.device, args.bf16)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    photos, errors = load_photos(args)
+    for e in errors:
+        print(f"error: {e} (skipped)", file=sys.stderr)
+    if not photos:
+        print(f"error: {args.images_dir}: no readable images", file=sys.stderr)
+        return 2
     lpips_fn = None if args.no_lpips else make_lpips()
     res = evaluate(model, photos, {d: DISTORTIONS[d] for d in args.distortions}, args.messages, args.strength,
                    args.seed, lpips_fn=lpips_fn)
@@ -335,7 +349,7 @@ def main(args) -> int:
         atomic_write_text(os.path.join(args.out_dir, "results.md"), table)
         atomic_write_text(os.path.join(args.out_dir, "results.json"), json.dumps(res, indent=1, default=str))
         print(f"wrote {os.path.join(args.out_dir, 'results.md')} and results.json")
-    return 0
+    return 1 if errors else 0   # as the other batch scripts: results for the readable photos, exit 1 if some failed
 
 
 if __name__ == "__main__":

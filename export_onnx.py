@@ -18,10 +18,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from codec_io import SecretCodec
+from codec_io import SecretCodec, atomic_write
 from models_pytorch import CheckpointError, load_checkpoint
-
-METADATA_KEY = "stegastamp_model_config"
+from onnx_inference import METADATA_KEY   # the reader defines the key (onnx_inference.py is torch-free)
 
 
 class EncoderExport(nn.Module):
@@ -63,9 +62,7 @@ def _export(module, inputs, names_in, names_out, path, cfg, opset):
     meta = model.metadata_props.add()
     meta.key, meta.value = METADATA_KEY, json.dumps(asdict(cfg))
     onnx.checker.check_model(model, full_check=True)
-    tmp_path = path + ".tmp"
-    onnx.save(model, tmp_path)   # under 2 GB: one file, no external data
-    os.replace(tmp_path, path)
+    atomic_write(path, lambda tmp: onnx.save(model, tmp), ".onnx")   # under 2 GB: one file, no external data
 
 
 def quantize_int8(src, dst):
@@ -73,8 +70,8 @@ def quantize_int8(src, dst):
     import logging
     from onnxruntime.quantization import QuantType, quantize_dynamic
     logging.getLogger().setLevel(logging.ERROR)   # its "consider pre-processing" advice is for conv-heavy models
-    quantize_dynamic(src, dst + ".tmp", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    os.replace(dst + ".tmp", dst)
+    atomic_write(dst, lambda tmp: quantize_dynamic(src, tmp, weight_type=QuantType.QInt8,
+                                                   op_types_to_quantize=["MatMul", "Gemm"]), ".onnx")
 
 
 def compare(cfg, encoder, decoder, out_dir, int8):

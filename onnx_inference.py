@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from codec_io import (DecodeResult, ImageLoadError, StegaStampRunner, add_decode_arguments, add_encode_arguments,
-                      run_decode_cli, run_encode_cli)
+                      add_input_arguments, run_decode_cli, run_encode_cli)
 
 METADATA_KEY = "stegastamp_model_config"   # written by export_onnx.py
 
@@ -77,15 +77,9 @@ def get_parser():
     mode.add_argument("--decode", action="store_true")
     mode.add_argument("--test", action="store_true", help="round trip on --image, or on a synthetic image")
     p.add_argument("--int8", action="store_true", help="use decoder_int8.onnx")
-    p.add_argument("--image", help="one image file")
-    p.add_argument("--images_dir", help="a folder of images (recursive)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--save_dir", default="out")
-    p.add_argument("--secret", default="Stega!!")
-    p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--fit", action="store_true")
-    p.add_argument("--json", action="store_true")
+    add_input_arguments(p, required=False)   # --test runs without an image (a synthetic one)
+    add_encode_arguments(p, inputs=False)
+    add_decode_arguments(p, inputs=False)
     return p
 
 

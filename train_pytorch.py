@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
@@ -459,13 +459,8 @@ def get_parser():
 
 
 def aug_config(args):
-    return AugmentConfig(rnd_bri=args.rnd_bri, rnd_hue=args.rnd_hue, rnd_noise=args.rnd_noise, rnd_sat=args.rnd_sat,
-                         contrast_low=args.contrast_low, contrast_high=args.contrast_high,
-                         jpeg_quality=args.jpeg_quality, no_jpeg=args.no_jpeg, rnd_bri_ramp=args.rnd_bri_ramp,
-                         rnd_hue_ramp=args.rnd_hue_ramp, rnd_noise_ramp=args.rnd_noise_ramp,
-                         rnd_sat_ramp=args.rnd_sat_ramp, contrast_ramp=args.contrast_ramp,
-                         jpeg_quality_ramp=args.jpeg_quality_ramp, jpeg_rounding=args.jpeg_rounding,
-                         jpeg_tables=args.jpeg_tables)
+    """AugmentConfig from the flags of the same names (fields without a flag keep their defaults)."""
+    return AugmentConfig(**{f.name: getattr(args, f.name) for f in fields(AugmentConfig) if hasattr(args, f.name)})
 
 
 #################################################################################

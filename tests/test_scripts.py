@@ -210,13 +210,16 @@ def test_bf16_inference_matches_fp32(ckpt, photos):
 def test_evaluate_script_reports_every_distortion(ckpt, photos, tmp_path, capsys):
     import shutil
     import evaluate_pytorch
-    for name in ("wide.jpg", "square.png"):
+    for name in ("wide.jpg", "square.png", "broken.png"):
         shutil.copy(photos / name, tmp_path / name)
     out_dir = tmp_path / "eval"
+    # the unreadable file is reported and skipped, the two photos are evaluated, the exit code says 1 failed
     assert evaluate_pytorch.main(evaluate_pytorch.get_parser().parse_args(
         [str(ckpt), "--images_dir", str(tmp_path), "--messages", "1", "--device", "cpu", "--no_lpips",
-         "--out_dir", str(out_dir), "--plots"])) == 0
-    out = capsys.readouterr().out
+         "--out_dir", str(out_dir), "--plots"])) == 1
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "broken.png" in captured.err and "skipped" in captured.err and "2 photos x 1 messages" in out
     rows = [ln for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| distortion")]
     assert [r.split(" | ")[0][2:] for r in rows] == list(evaluate_pytorch.DISTORTIONS)
     n = len(evaluate_pytorch.DISTORTIONS) * 2
@@ -227,6 +230,13 @@ def test_evaluate_script_reports_every_distortion(ckpt, photos, tmp_path, capsys
     assert set(res["sweeps"]) == {"jpeg", "perspective", "strength"}
     for name in ("plot_jpeg.png", "plot_perspective.png", "plot_strength.png"):
         assert Image.open(out_dir / name).size[0] > 200
+
+
+def test_evaluate_bad_model_is_one_line(tmp_path, photos, capsys):
+    import evaluate_pytorch
+    assert cli(evaluate_pytorch, tmp_path / "missing.pth", "--images_dir", photos) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not found" in err and len(err.strip().splitlines()) == 1
 
 
 def test_evaluate_measures_recovery_and_quality():
