@@ -9,6 +9,7 @@ bchlib are installed. Everything here works on numpy arrays and PIL images.
     img = load_image("photo.jpg")              # PIL RGB, EXIF orientation applied
     x = image_to_array(fit_image(img, (400, 400)))   # float32 (400, 400, 3) in [0,1]
 """
+import argparse
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -154,8 +155,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # handles L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_image(path) -> Image.Image:
-    """Read any image file -> PIL RGB (8 bit), EXIF orientation applied. Raises ImageLoadError with one line."""
+def load_image(path, draft=None) -> Image.Image:
+    """Read any image file -> PIL RGB (8 bit), EXIF orientation applied. Raises ImageLoadError with one line.
+    draft=(w, h): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale, never below that size (Pillow's draft mode)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageLoadError(f"{path}: no such file")
@@ -163,11 +165,15 @@ def load_image(path) -> Image.Image:
         raise ImageLoadError(f"{path}: is a directory, not an image")
     try:
         with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", tuple(draft))
             img.load()  # decode now so truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as e:  # Pillow's guard against huge images: that file's error, not a crash
+        raise ImageLoadError(f"{path}: refused by Pillow's decompression-bomb guard ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageLoadError(f"{path}: corrupt image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
@@ -261,6 +267,24 @@ def add_residual_full_res(cover: Image.Image, residual: np.ndarray):
     return ImageChops.add(cover, residual_up, scale=1.0, offset=-128), residual_up
 
 
+class Encoded(tuple):
+    """(encoded PIL, residual PIL), as before, plus what the encoder knows about the result:
+    .strength (the residual scale used) and .verified (None: not checked; True/False: the message read back from the
+    encoded image, and with strength='auto' from every simulated copy, with the BCH margin)."""
+
+    def __new__(cls, encoded, residual, strength, verified=None):
+        self = super().__new__(cls, (encoded, residual))
+        self.strength, self.verified = float(strength), verified
+        return self
+
+
+# --strength auto: the strengths tried, lowest first, and the simulated copies the message must survive.
+AUTO_STRENGTHS = (0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0)
+AUTO_CHECKS = ("clean", "jpeg50", "persp5%", "print_photo")
+AUTO_MARGIN = 2          # a copy counts as read only with at most t - AUTO_MARGIN corrected bit errors (3 of 5)
+AUTO_SIM_SIDE = 512      # copies are simulated at this long side: the decoder sees 128 px anyway
+
+
 class StegaStampRunner(ABC):
     """Everything around the networks: secret codec, resizing, full-resolution composition, bit decoding.
 
@@ -292,25 +316,56 @@ class StegaStampRunner(ABC):
         h, w = self.size
         return image_to_array(img if img.size == (w, h) else img.resize((w, h), Image.BICUBIC))
 
-    def encode_batch(self, images, secrets, strength=1.0, fit=False):
-        """Lists of PIL images and texts -> list of (encoded PIL, residual PIL), each at the cover's size.
+    def _compose(self, cover, x, r, strength):
+        """cover PIL, its model-size array x (h, w, 3), residual r (h, w, 3) -> (encoded PIL, residual PIL)."""
+        if cover.size != (self.size[1], self.size[0]):
+            return add_residual_full_res(cover, r * strength)                        # (H, W) full resolution
+        return array_to_image(x + r * strength), array_to_image(r * strength + 0.5)   # grey = no change
 
-        The residual image is strength * residual + 0.5 (grey = no change), like the original's residual PNG."""
+    def encode_batch(self, images, secrets, strength=1.0, fit=False, verify=False):
+        """Lists of PIL images and texts -> list of Encoded (encoded PIL, residual PIL; .strength, .verified), each
+        at the cover's size. The residual image is strength * residual + 0.5 (grey = no change), like the
+        original's residual PNG.
+
+        strength='auto': per image, the lowest of AUTO_STRENGTHS at which the message reads back (with a BCH margin)
+        from the encoded image and from simulated copies of it (AUTO_CHECKS: JPEG 50, 5% perspective, the
+        print-and-photograph simulation); the highest when none passes (.verified False). verify=True decodes the
+        encoded image once and sets .verified."""
         bits = np.stack([self.codec.encode(s) for s in secrets])                     # (B, L); raises on long text
         covers = [fit_image(im, self.size) if fit else im for im in images]
         x = np.stack([self.model_input(c) for c in covers])                          # (B, h, w, 3)
         r = self.run_encoder(bits, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)   # (B, h, w, 3), unbounded
-        out = []
-        for cover, xi, ri in zip(covers, x, r * strength):
-            if cover.size != (self.size[1], self.size[0]):
-                out.append(add_residual_full_res(cover, ri))                         # (H, W) full resolution
-            else:
-                out.append((array_to_image(xi + ri), array_to_image(ri + 0.5)))      # grey = no change
+        if strength == "auto":
+            return [self._encode_auto(c, xi, ri, s) for c, xi, ri, s in zip(covers, x, r, secrets)]
+        out = [Encoded(*self._compose(c, xi, ri, float(strength)), strength) for c, xi, ri in zip(covers, x, r)]
+        if verify:
+            for e, s, res in zip(out, secrets, self.decode_batch([e[0] for e in out])):
+                e.verified = res.message == s
         return out
 
-    def encode(self, image: Image.Image, secret: str, strength: float = 1.0, fit: bool = False):
-        """One PIL image + text -> (encoded PIL, residual PIL)."""
-        return self.encode_batch([image], [secret], strength, fit)[0]
+    def _reads_back(self, encoded, secret, checks, seed=0):
+        """Does `secret` read back, within the BCH margin, from every simulated copy of `encoded`?"""
+        from distortions import DISTORTIONS   # numpy + Pillow only
+        small = encoded
+        if max(encoded.size) > AUTO_SIM_SIDE:
+            k = AUTO_SIM_SIDE / max(encoded.size)
+            small = encoded.resize((max(1, round(encoded.width * k)), max(1, round(encoded.height * k))),
+                                   Image.BILINEAR)
+        copies = [DISTORTIONS[c](small, np.random.default_rng(seed + i)) for i, c in enumerate(checks)]
+        return all(res.message == secret and res.corrected_bits <= self.codec.t - AUTO_MARGIN
+                   for res in self.decode_batch(copies))
+
+    def _encode_auto(self, cover, x, r, secret):
+        for strength in AUTO_STRENGTHS:
+            encoded, residual = self._compose(cover, x, r, strength)
+            if self._reads_back(encoded, secret, AUTO_CHECKS):
+                return Encoded(encoded, residual, strength, True)
+        return Encoded(encoded, residual, strength, False)
+
+    def encode(self, image: Image.Image, secret: str, strength=1.0, fit: bool = False, verify: bool = False):
+        """One PIL image + text -> Encoded (encoded PIL, residual PIL; .strength, .verified). strength: a number
+        or 'auto' (see encode_batch)."""
+        return self.encode_batch([image], [secret], strength, fit, verify)[0]
 
     def decode_logits(self, images) -> np.ndarray:
         """List of PIL images (any sizes) -> decoder logits (B, L) float64, in one network call; bits = logits > 0."""
@@ -350,10 +405,30 @@ def add_encode_arguments(parser, inputs=True):
         add_input_arguments(parser)
     parser.add_argument("--save_dir", default="out", help="writes <stem>_hidden.png and <stem>_residual.png here")
     parser.add_argument("--secret", default="Stega!!", help="text to hide: at most 7 UTF-8 bytes")
-    parser.add_argument("--strength", type=float, default=1.0, help="scales the residual (1 = as trained)")
+    parser.add_argument("--strength", type=strength_arg, default=1.0,
+                        help="scales the residual (1 = as trained), or 'auto': per image the lowest strength at "
+                             "which the message survives simulated JPEG 50, 5%% perspective and print-and-photograph "
+                             "copies (slower: a few decoder calls per image)")
+    parser.add_argument("--verify", action="store_true",
+                        help="decode each encoded image and report whether the message reads back (always on with "
+                             "--strength auto)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a message does not read back")
     parser.add_argument("--fit", action="store_true",
                         help="original behaviour: centre-crop and resize to the model size (default: keep the "
                              "input's full resolution)")
+
+
+def strength_arg(text):
+    """argparse type of --strength: a positive number or 'auto'."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number or 'auto'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be > 0")
+    return value
 
 
 def add_decode_arguments(parser, inputs=True):
@@ -415,10 +490,13 @@ def run_encode_cli(runner: StegaStampRunner, args) -> int:
     paths = input_paths(args)
     os.makedirs(args.save_dir, exist_ok=True)
     inputs = {os.path.realpath(p) for p in paths}
-    failures, bar = [], _progress(len(paths), args.no_progress)
+    failures, unverified, bar = [], [], _progress(len(paths), args.no_progress)
+    verify = getattr(args, "verify", False)
     for batch in _batches(paths, args.batch_size, failures, bar):
-        results = runner.encode_batch([im for _, im in batch], [args.secret] * len(batch), args.strength, args.fit)
-        for (path, _), (encoded, residual) in zip(batch, results):
+        results = runner.encode_batch([im for _, im in batch], [args.secret] * len(batch), args.strength, args.fit,
+                                      verify)
+        for (path, _), result in zip(batch, results):
+            encoded, residual = result
             stem = os.path.splitext(os.path.basename(path))[0]
             outs = [os.path.join(args.save_dir, f"{stem}_{kind}.png") for kind in ("hidden", "residual")]
             if any(os.path.realpath(o) in inputs for o in outs):
@@ -430,13 +508,28 @@ def run_encode_cli(runner: StegaStampRunner, args) -> int:
             except OSError as e:
                 failures.append((path, f"{outs[0]}: cannot write ({e.strerror or e})"))
                 continue
+            note = f" (strength {result.strength:g})" if args.strength == "auto" else ""
+            if result.verified is False:
+                unverified.append(path)
+                note += " WARNING: the message does not read back" + (
+                    " from every simulated copy, even at the highest strength" if args.strength == "auto" else "")
+            elif result.verified:
+                note += " (verified)"
             if bar is None:
-                print(f"{path} -> {outs[0]}")
+                print(f"{path} -> {outs[0]}{note}")
+            elif result.verified is False:
+                bar.write(f"{path} -> {outs[0]}{note}")
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return _report(failures, len(paths), "encoded", sys.stderr)
+    code = _report(failures, len(paths), "encoded", sys.stderr)
+    if unverified:
+        print(f"warning: {len(unverified)} of {len(paths)} encoded images do not read back reliably "
+              f"(try a higher --strength)", file=sys.stderr)
+        if getattr(args, "strict", False):
+            code = max(code, 1)
+    return code
 
 
 def run_decode_cli(runner: StegaStampRunner, args) -> int:

@@ -36,18 +36,43 @@ def to_chw(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(image_to_array(img)).permute(2, 0, 1).contiguous()
 
 
+def random_crop(img: Image.Image, size, min_scale, gen=None, max_scale=1.0) -> Image.Image:
+    """A random crop with the aspect of `size` (h, w), its side a U(min_scale, max_scale) share of the largest such
+    crop, flipped left-right with p=0.5, resized to `size`. Zooms in (small crops, ~1:1 pixels) and out (the whole
+    photo scaled down), so a few hundred photos give many thousands of distinct training images."""
+    W, H = img.size
+    h, w = size
+    scale = float(torch.rand((), generator=gen)) * (max_scale - min_scale) + min_scale
+    cw = min(W, int(H * w / h))
+    cw = max(int(cw * scale), 1)
+    ch = max(min(int(cw * h / w), H), 1)
+    x0 = int(torch.randint(0, W - cw + 1, (), generator=gen))
+    y0 = int(torch.randint(0, H - ch + 1, (), generator=gen))
+    crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BICUBIC)
+    if torch.rand((), generator=gen) < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    return crop
+
+
+def open_for_size(path, size, min_scale=1.0) -> Image.Image:
+    """load_image, with JPEG draft mode asking only for the resolution the smallest crop needs (decodes at 1/2, 1/4,
+    1/8 scale where that still leaves every crop at least `size`): cheap data loading from a pre-scaled corpus."""
+    return load_image(path, draft=(int(max(size) / max(min_scale, 1e-3)) + 1,) * 2)
+
+
 class ImageFolderDataset(Dataset):
-    """Every image under `root` (recursive, the usual extensions), centre-cropped and resized like ImageOps.fit.
+    """Every image under `root` (recursive, the usual extensions), centre-cropped and resized like ImageOps.fit, or
+    with min_scale < 1 a random crop (random_crop: crop side U(min_scale, 1) of the photo's, flips).
 
     Unreadable files are skipped: the first time one is met it is reported with one warning naming it, and the next
     readable file is returned in its place (never a silent black image, as the original did).
     """
 
-    def __init__(self, root, size=(400, 400), secret_size=100):
+    def __init__(self, root, size=(400, 400), secret_size=100, min_scale=None):
         self.paths = list_images(root)
         if not self.paths:
             raise ImageLoadError(f"{root}: no images found (looked for common image extensions, recursively)")
-        self.size, self.secret_size = tuple(size), secret_size
+        self.size, self.secret_size, self.min_scale = tuple(size), secret_size, min_scale
         self._bad = set()   # per process: each DataLoader worker warns at most once per bad file
 
     def __len__(self):
@@ -60,7 +85,10 @@ class ImageFolderDataset(Dataset):
             if path in self._bad:
                 continue
             try:
-                img = fit_image(load_image(path), self.size)
+                if self.min_scale is None:
+                    img = fit_image(load_image(path), self.size)
+                else:
+                    img = random_crop(open_for_size(path, self.size, self.min_scale), self.size, self.min_scale, gen)
             except ImageLoadError as e:
                 self._bad.add(path)
                 warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
@@ -155,17 +183,5 @@ class BuiltinPhotosDataset(Dataset):
 
     def __getitem__(self, key):
         idx, gen = split_key(key)
-        img = self.photos[idx % len(self.photos)]
-        W, H = img.size
-        h, w = self.size
-        # Crop with the target aspect ratio, side drawn from [min_scale, 1] of the largest crop that fits.
-        scale = float(torch.rand((), generator=gen)) * (1.0 - self.min_scale) + self.min_scale
-        cw = min(W, int(H * w / h))
-        cw = max(int(cw * scale), 1)
-        ch = max(int(cw * h / w), 1)
-        x0 = int(torch.randint(0, W - cw + 1, (), generator=gen))
-        y0 = int(torch.randint(0, H - ch + 1, (), generator=gen))
-        crop = img.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.BICUBIC)
-        if torch.rand((), generator=gen) < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop = random_crop(self.photos[idx % len(self.photos)], self.size, self.min_scale, gen)
         return to_chw(crop), random_secret(self.secret_size, gen)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dataset import BUILTIN_PHOTOS, load_builtin_photo
-from evaluate_pytorch import jpeg
+from distortions import jpeg
 from utils_pytorch import jpeg_compress_decompress, quality_to_factor
 
 

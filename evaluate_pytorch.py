@@ -18,105 +18,11 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
-from codec_io import ImageLoadError, list_images, load_image
+from codec_io import ImageLoadError, list_images, load_image, strength_arg
+from distortions import DISTORTIONS, jpeg, perspective
 
-#################################################################################
-#                                  Distortions                                  #
-#################################################################################
-# Each is f(PIL RGB, numpy Generator) -> PIL RGB of the same size.
-
-
-def jpeg(q):
-    def f(img, rng):
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=q)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    return f
-
-
-def noise(sigma):
-    def f(img, rng):
-        arr = np.asarray(img, dtype=np.float32) / 255 + rng.normal(0, sigma, (img.size[1], img.size[0], 3))
-        return Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return f
-
-
-def perspective_coeffs(dst, src):
-    """PIL PERSPECTIVE coefficients mapping output points dst (4, 2) to input points src (4, 2)."""
-    A = []
-    for (x, y), (u, v) in zip(dst, src):
-        A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-    return np.linalg.solve(np.array(A), np.asarray(src, np.float64).reshape(-1))
-
-
-def perspective(frac):
-    """Move each corner by up to frac of the size inward/outward at random, warp back to the full frame."""
-    def f(img, rng):
-        if frac == 0:
-            return img
-        W, H = img.size
-        dst = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
-        src = dst + rng.uniform(-frac, frac, (4, 2)) * [W, H]
-        return img.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(dst, src), Image.BILINEAR,
-                             fillcolor=(255, 255, 255))
-    return f
-
-
-def crop_border(frac):
-    def f(img, rng):
-        W, H = img.size
-        dx, dy = int(W * frac / 2), int(H * frac / 2)
-        return img.crop((dx, dy, W - dx, H - dy)).resize((W, H), Image.BICUBIC)
-    return f
-
-
-def print_photo(img, rng):
-    """Print-and-photograph simulation (our design; no printer in the loop). In order:
-    printing: ink gamut (contrast x0.85, gamma 1.1), dot gain (blur 0.5 px at print size);
-    photographing: the print framed by hand (corners jittered by 3% of the size, the rest filled with a grey
-    background), camera resolution (60% of the print's pixels), defocus (blur 1 px), uneven light (brightness x0.8-1.1
-    with a linear gradient and 15% vignetting), white balance (per-channel gains 0.9-1.1), sensor noise (sigma 0.01),
-    and the phone's JPEG (quality 80); finally resized back to the print's size, as a user crops the photo."""
-    W, H = img.size
-    x = np.asarray(img, np.float32) / 255
-    x = 0.5 + 0.85 * (x - 0.5)
-    x = np.clip(x, 0, 1) ** 1.1
-    img = Image.fromarray((x * 255 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.5))
-    dst = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
-    src = dst + rng.uniform(-0.03, 0.03, (4, 2)) * [W, H]
-    img = img.transform((W, H), Image.PERSPECTIVE, perspective_coeffs(dst, src), Image.BILINEAR,
-                        fillcolor=(128, 128, 128))
-    w, h = max(int(W * 0.6), 1), max(int(H * 0.6), 1)
-    img = img.resize((w, h), Image.BILINEAR).filter(ImageFilter.GaussianBlur(1))
-    x = np.asarray(img, np.float32) / 255
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    u, v = xx / max(w - 1, 1) - 0.5, yy / max(h - 1, 1) - 0.5
-    angle = rng.uniform(0, 2 * np.pi)
-    light = rng.uniform(0.8, 1.1) * (1 + 0.1 * (np.cos(angle) * u + np.sin(angle) * v)) * (1 - 0.3 * (u * u + v * v))
-    x = x * light[..., None] * rng.uniform(0.9, 1.1, 3) + rng.normal(0, 0.01, x.shape)
-    img = jpeg(80)(Image.fromarray((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)), rng)
-    return img.resize((W, H), Image.BICUBIC)
-
-
-DISTORTIONS = {
-    "clean": lambda img, rng: img,
-    "jpeg90": jpeg(90), "jpeg75": jpeg(75), "jpeg50": jpeg(50), "jpeg30": jpeg(30),
-    "blur1": lambda img, rng: img.filter(ImageFilter.GaussianBlur(1)),
-    "blur2": lambda img, rng: img.filter(ImageFilter.GaussianBlur(2)),
-    "noise0.02": noise(0.02), "noise0.05": noise(0.05),
-    "bright0.7": lambda img, rng: ImageEnhance.Brightness(img).enhance(0.7),
-    "bright1.3": lambda img, rng: ImageEnhance.Brightness(img).enhance(1.3),
-    "contrast0.6": lambda img, rng: ImageEnhance.Contrast(img).enhance(0.6),
-    "grayscale": lambda img, rng: img.convert("L").convert("RGB"),
-    "resize0.5": lambda img, rng: img.resize((img.size[0] // 2, img.size[1] // 2), Image.BICUBIC).resize(
-        img.size, Image.BICUBIC),
-    "crop10%": crop_border(0.10),
-    "persp5%": perspective(0.05), "persp10%": perspective(0.10),
-    "print_photo": print_photo,
-}
 JPEG_SWEEP = (95, 90, 80, 70, 60, 50, 40, 30, 20, 10)
 PERSPECTIVE_SWEEP = (0.0, 0.025, 0.05, 0.075, 0.10, 0.125, 0.15)
 STRENGTH_SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -165,7 +71,7 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
     alphabet = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
     stats = {d: {"bits": [], "exact": 0, "n": 0, "false_pos": 0} for d in distortions}
     q = {"psnr": [], "ssim": [], "lpips": []}
-    per_photo = {}
+    per_photo, strengths = {}, []
     for name, img in photos:
         mine = per_photo.setdefault(str(name), {"psnr": [], "exact": []})
         unmarked = model.decode_batch([f(img, rng) for f in distortions.values()])
@@ -173,7 +79,9 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
             stats[d]["false_pos"] += r.ok
         for _ in range(messages):
             secret = "".join(rng_secret.choice(alphabet, 7))
-            encoded, _ = model.encode(img, secret, strength=strength)
+            result = model.encode(img, secret, strength=strength)
+            encoded = result[0]
+            strengths.append(getattr(result, "strength", strength))
             q["psnr"].append(psnr(encoded, img))
             mine["psnr"].append(q["psnr"][-1])
             if quality:
@@ -191,6 +99,7 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
                 mine["exact"].append(ok)
     return {
         "photos": len(photos), "messages": messages, "strength": strength,
+        "strength_mean": float(np.mean(strengths)), "strength_max": float(np.max(strengths)),
         "quality": {k: (float(np.mean(v)) if v else None) for k, v in q.items()},
         "psnr_min": float(np.min(q["psnr"])),
         "distortions": {d: {"bit_acc": float(np.mean(s["bits"])), "exact": s["exact"] / s["n"],
@@ -206,7 +115,10 @@ def markdown(res, title):
     fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
     fp = sum(s["false_pos"] for s in res["distortions"].values())
     n_unmarked = sum(s["unmarked"] for s in res["distortions"].values())
-    lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}",
+    auto = (f" (chosen per image: mean {res['strength_mean']:.2f}, max {res['strength_max']:.2f})"
+            if res["strength"] == "auto" else "")
+    crop = f", centre crops {res['crop']}x{res['crop']}" if res.get("crop") else ""
+    lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}{auto}{crop}",
              "", f"PSNR {q['psnr']:.2f} dB (min {res['psnr_min']:.2f}) | SSIM {fmt(q['ssim'], '.4f')} | "
                  f"LPIPS {fmt(q['lpips'], '.4f')} | false positives {fp}/{n_unmarked}", "",
              "| distortion | bit accuracy | exact recovery | false positives |", "|---|---|---|---|"]
@@ -285,7 +197,11 @@ def get_parser():
     g.add_argument("--builtin", choices=("heldout", "train", "all"), help="the built-in photos of dataset.py")
     p.add_argument("--onnx", action="store_true", help="model is an ONNX folder (onnx_inference.OnnxStegaStamp)")
     p.add_argument("--messages", type=int, default=3, help="random secrets per photo")
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--strength", type=strength_arg, default=1.0, help="a number, or 'auto' (per image, as the "
+                   "encode scripts' --strength auto)")
+    p.add_argument("--crop", type=int, default=None, metavar="N",
+                   help="evaluate on N x N centre crops of the photos (e.g. 400, the original's size) instead of "
+                        "the full photos (photos smaller than N are used whole)")
     p.add_argument("--distortions", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -294,6 +210,13 @@ def get_parser():
     p.add_argument("--out_dir", default=None, help="write results.md, results.json (and plots) here")
     p.add_argument("--plots", action="store_true", help="also run the sweeps and write plot_*.png (needs --out_dir)")
     return p
+
+
+def centre_crop(img, n):
+    W, H = img.size
+    w, h = min(n, W), min(n, H)
+    x0, y0 = (W - w) // 2, (H - h) // 2
+    return img.crop((x0, y0, x0 + w, y0 + h))
 
 
 def load_photos(args):
@@ -326,6 +249,8 @@ def main(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     photos, errors = load_photos(args)
+    if args.crop:
+        photos = [(n, centre_crop(img, args.crop)) for n, img in photos]
     for e in errors:
         print(f"error: {e} (skipped)", file=sys.stderr)
     if not photos:
@@ -334,6 +259,7 @@ def main(args) -> int:
     lpips_fn = None if args.no_lpips else make_lpips()
     res = evaluate(model, photos, {d: DISTORTIONS[d] for d in args.distortions}, args.messages, args.strength,
                    args.seed, lpips_fn=lpips_fn)
+    res["crop"] = args.crop
     title = f"{os.path.basename(os.path.normpath(args.model))} on {args.builtin or args.images_dir}"
     table = markdown(res, title)
     print(table)

@@ -63,7 +63,7 @@ class SeededSampler(Sampler):
 
 def make_loader(args, cfg, rank, start_step, device):
     if args.train_path:
-        ds = ImageFolderDataset(args.train_path, (cfg.height, cfg.width), cfg.secret_size)
+        ds = ImageFolderDataset(args.train_path, (cfg.height, cfg.width), cfg.secret_size, args.random_crop)
     else:  # built-in photos (train split only; the held-out split is for evaluation)
         ds = BuiltinPhotosDataset((cfg.height, cfg.width), cfg.secret_size, split="train", length=10_000)
     sampler = SeededSampler(len(ds), args.seed, rank, start=start_step * args.batch_size)
@@ -135,18 +135,35 @@ def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
                 valid=valid.detach())
 
 
-def image_loss(encoded, image, yuv_scales, falloff):
-    """YUV L2 with edge fall-off (SPEC §1.8): sum_c scale_c * mean_{b,h,w} (delta_c * (1 + falloff))^2."""
-    delta = (rgb_to_yuv(encoded) - rgb_to_yuv(image)) * (1 + falloff)    # (B, 3, H, W) * (H, W)
-    per_channel = delta.pow(2).mean(dim=(0, 2, 3))                       # (3,)
+def image_loss(encoded, image, yuv_scales, falloff, weight=None):
+    """YUV L2 with edge fall-off (SPEC §1.8): sum_c scale_c * mean_{b,h,w} (delta_c * (1 + falloff))^2, each pixel
+    weighted by `weight` (B, 1, H, W) when given (--texture_mask)."""
+    sq = ((rgb_to_yuv(encoded) - rgb_to_yuv(image)) * (1 + falloff)).pow(2)   # (B, 3, H, W) * (H, W)
+    if weight is not None:
+        sq = sq * weight
+    per_channel = sq.mean(dim=(0, 2, 3))                                       # (3,)
     return (per_channel * yuv_scales).sum(), per_channel
+
+
+def texture_weight(image, sigma0=0.02, window=7):
+    """Per-pixel L2 weight that is high on flat areas and low on busy ones (a simple JND-style texture mask; our
+    addition, --texture_mask): sigma0 / (sigma0 + local std of luma over a window x window box), normalised to mean 1
+    per image, so the residual is pushed towards texture, where the eye does not see it, and off flat skies."""
+    y = (image * torch.tensor([0.299, 0.587, 0.114], device=image.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    pad = window // 2
+    mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="reflect"), window, stride=1)
+    var = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="reflect"), window, stride=1) - mean * mean
+    w = sigma0 / (sigma0 + var.clamp_min(0).sqrt())
+    return (w / w.mean(dim=(2, 3), keepdim=True)).detach()
 
 
 def compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, yuv_scales):
     """All generator losses -> dict with 'total' (what the optimizer minimises) and every term for logging."""
     logits = out["logits"].float()
     losses = {"secret": F.binary_cross_entropy_with_logits(logits, secret)}
-    losses["l2"], per_ch = image_loss(out["encoded"].float(), image, yuv_scales, falloff * scales["l2_edge_gain"])
+    weight = texture_weight(image) if args.texture_mask else None
+    losses["l2"], per_ch = image_loss(out["encoded"].float(), image, yuv_scales, falloff * scales["l2_edge_gain"],
+                                      weight)
     losses.update(yuv_y=per_ch[0], yuv_u=per_ch[1], yuv_v=per_ch[2])
     total = scales["secret"] * losses["secret"] + scales["l2"] * losses["l2"]
     if lpips_fn is not None:
@@ -213,6 +230,15 @@ def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, en
         with env["autocast"]():
             d_loss = critic_step(critic, opt_d, out)
     return out, losses, d_loss
+
+
+def out_of_time(t0, minutes, world, device):
+    """True once `minutes` have passed since t0; with several processes, as soon as any rank says so (they must
+    stop at the same step)."""
+    flag = torch.tensor(float(time.time() - t0 > 60 * minutes), device=device)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def make_adam(params, lr):
@@ -381,6 +407,10 @@ def get_parser():
     g.add_argument("--height", type=int, default=None, help="overrides --size")
     g.add_argument("--width", type=int, default=None, help="overrides --size")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--random_crop", type=float, default=None, metavar="MIN_SCALE",
+                   help="(our addition) with --train_path: random crops of U(MIN_SCALE, 1) of each photo's side and "
+                        "flips instead of the original's one centre crop (e.g. 0.25: a few hundred photos look "
+                        "like many thousands)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--secret_size", type=int, default=100)
     g.add_argument("--num_steps", type=int, default=140000)
@@ -420,6 +450,15 @@ def get_parser():
                         "--gate_window steps reaches this (e.g. 0.9); all loss and augmentation ramps then count "
                         "from the end of the warm-up. Fixes the 0.5-accuracy plateau (README, Training)")
     g.add_argument("--gate_window", type=int, default=50)
+    g.add_argument("--adaptive_image_loss", type=float, default=None, metavar="TARGET_ACC",
+                   help="(our addition) after the warm-up, scale the image losses (L2, LPIPS, critic) by a gain that "
+                        "grows while the batch bit accuracy under the training augmentations is above TARGET_ACC and "
+                        "shrinks while below: the image gets as invisible as the target robustness allows")
+    g.add_argument("--adaptive_rate", type=float, default=0.05,
+                   help="per-step change of log(gain) per unit of (bit_acc - target)")
+    g.add_argument("--adaptive_max_gain", type=float, default=1000.0)
+    g.add_argument("--texture_mask", action="store_true",
+                   help="(our addition) weight the L2 loss per pixel by a texture mask: residual off flat areas")
     g.add_argument("--borders", choices=BORDERS, default="black")
     g = p.add_argument_group("augmentation (transform_net)")
     g.add_argument("--rnd_trans", type=float, default=0.1)
@@ -452,6 +491,9 @@ def get_parser():
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")
     g.add_argument("--dry_run", action="store_true", help="2 steps, then stop (checks the whole pipeline)")
+    g.add_argument("--time_limit", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly (final checkpoint, evaluation) after this many minutes of training, before "
+                        "--num_steps if need be: for lent machines and fixed budgets; resume with --pretrained")
     g.add_argument("--eval_batches", type=int, default=0,
                    help="at the end, report accuracy over N batches at full augmentation strength (with "
                         "--pretrained of a finished run and the same --num_steps: evaluation only)")
@@ -486,6 +528,7 @@ def main(args):
     # Models, optimizers. Two Adams as the original: one for the secret-only warm-up, one for the full loss.
     encoder, decoder, critic = StegaStampEncoder(cfg), StegaStampDecoder(cfg), Discriminator(cfg)
     start_step, gate_step, resumed, recent_acc = 0, None, None, []
+    log_gain = 0.0   # --adaptive_image_loss: log of the image-loss gain
     if args.pretrained:
         resumed = read_checkpoint(args.pretrained)
         if ModelConfig.from_dict(resumed["model_config"]) != cfg:
@@ -496,6 +539,7 @@ def main(args):
         if resumed.get("discriminator") is not None:
             load_state(critic, resumed["discriminator"], "discriminator", args.pretrained)
         start_step, gate_step = resumed["step"], resumed.get("gate_step")
+        log_gain = float(resumed.get("log_image_gain", 0.0))
         recent_acc = list(resumed.get("recent_acc") or [])
     elif args.init_from:
         init = read_checkpoint(args.init_from)
@@ -549,11 +593,15 @@ def main(args):
     def save(path, step):
         save_checkpoint(path, cfg, encoder, decoder, critic, opt_g, opt_d, step=step, train_args=vars(args),
                         opt_secret=opt_secret.state_dict(), gate_step=gate_step, recent_acc=list(recent_acc),
+                        log_image_gain=float(log_gain),
                         rng=rng_state())
 
     t0, step, interval, n_interval = time.time(), start_step, {}, 0
     data = iter(loader)
     while step < args.num_steps:
+        if args.time_limit is not None and out_of_time(t0, args.time_limit, world, device):
+            log.print(f"step {step:06d} | --time_limit {args.time_limit:g} min reached: stopping here")
+            break
         image, secret = (t.to(device, non_blocking=True) for t in next(data))
         image = image.contiguous(memory_format=mem)
         # Warm-up: secret loss only until no_im_loss_steps (and, with --secret_warmup_acc, until the bits are read).
@@ -568,6 +616,10 @@ def main(args):
         # Ramps count from step 0 as the original, or from the gate with --secret_warmup_acc.
         rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
         env["scales"] = scales = loss_scales(args, rstep)
+        if args.adaptive_image_loss is not None:
+            for k in ("l2", "lpips", "G"):
+                scales[k] *= math.exp(log_gain)
+            scales["image_gain"] = math.exp(log_gain)
         d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans * ramp(rstep, args.rnd_trans_ramp))
         M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
 
@@ -577,6 +629,13 @@ def main(args):
         m = metrics(out, image, secret)
         interval = {k: interval.get(k, 0) + v for k, v in m.items()}   # on device; averaged at the next log line
         n_interval += 1
+        if not warm and args.adaptive_image_loss is not None:
+            acc = m["bit_acc"].detach().clone()
+            if world > 1:   # one gain on every rank
+                dist.all_reduce(acc, op=dist.ReduceOp.SUM)
+                acc /= world
+            log_gain = min(max(log_gain + args.adaptive_rate * (acc.item() - args.adaptive_image_loss),
+                               math.log(0.01)), math.log(args.adaptive_max_gain))
         if warm:
             acc = m["bit_acc"].detach().clone()
             if world > 1:   # every rank must take the same gate decision, or their optimizers would diverge

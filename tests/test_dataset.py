@@ -62,3 +62,19 @@ def test_seeded_items_are_reproducible():
     c, sc = ds[(1, 124)]
     assert torch.equal(a, b) and torch.equal(sa, sb)
     assert not torch.equal(a, c) and not torch.equal(sa, sc)
+
+
+def test_random_crop_zooms_and_flips(tmp_path):
+    """Random crops differ per seed, keep the size, and span zoomed-in and whole-photo views; draft decoding of a
+    large JPEG still gives full-quality crops at the training size."""
+    from PIL import Image
+    from dataset import ImageFolderDataset
+    rng = np.random.default_rng(0)
+    big = Image.fromarray((rng.random((600, 900, 3)) * 255).astype(np.uint8)).resize((1800, 1200))
+    big.save(tmp_path / "p.jpg", quality=95)
+    ds = ImageFolderDataset(str(tmp_path), (64, 64), 100, min_scale=0.2)
+    a, b = ds[(0, 1)][0], ds[(0, 2)][0]
+    assert a.shape == (3, 64, 64) and not torch.equal(a, b)
+    assert torch.equal(a, ds[(0, 1)][0])                       # deterministic per seed
+    centre = ImageFolderDataset(str(tmp_path), (64, 64), 100)   # the original's centre crop without min_scale
+    assert torch.equal(centre[(0, 1)][0], centre[(0, 2)][0])

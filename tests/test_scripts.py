@@ -255,19 +255,53 @@ def test_evaluate_measures_recovery_and_quality():
 
 
 def test_print_photo_simulation_is_seeded_and_degrades():
+    import distortions as D
     import evaluate_pytorch as E
     img = Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8))
-    a = E.print_photo(img, np.random.default_rng(3))
-    b = E.print_photo(img, np.random.default_rng(3))
+    a = D.print_photo(img, np.random.default_rng(3))
+    b = D.print_photo(img, np.random.default_rng(3))
     assert a.size == img.size and np.array_equal(np.asarray(a), np.asarray(b))
     assert E.psnr(a, img) < 20
 
 
 def test_perspective_distortion_moves_content():
-    import evaluate_pytorch
+    import distortions
     img = Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8))
     rng = np.random.default_rng(1)
-    same = evaluate_pytorch.perspective(0.0)(img, rng)
-    moved = evaluate_pytorch.perspective(0.1)(img, rng)
+    same = distortions.perspective(0.0)(img, rng)
+    moved = distortions.perspective(0.1)(img, rng)
     assert np.abs(np.asarray(same, int) - np.asarray(img, int)).max() <= 1
     assert np.abs(np.asarray(moved, int) - np.asarray(img, int)).mean() > 20
+
+
+def test_strength_auto_picks_the_lowest_strength_that_survives(monkeypatch):
+    """--strength auto: the chosen strength passes the simulated copies, the next lower candidate does not.
+    The stand-in has no STN, so the checks are those it can survive (clean, JPEG 50, print-like noise)."""
+    import codec_io
+    monkeypatch.setattr(codec_io, "AUTO_CHECKS", ("clean", "jpeg50", "noise0.05"))
+    runner = BlockRunner()
+    # block-sized random content competes with the hidden blocks: weak residuals lose bits, strong ones do not
+    blocks = (np.random.default_rng(0).random((10, 10, 3)) * 255).astype(np.uint8)
+    cover = Image.fromarray(blocks).resize((200, 160), Image.NEAREST)
+    result = runner.encode(cover, "Hello!", strength="auto")
+    assert result.verified is True and result.strength in codec_io.AUTO_STRENGTHS
+    encoded, residual = result                                         # still unpacks as (encoded, residual)
+    assert encoded.size == cover.size and runner.decode(encoded).message == "Hello!"
+    i = codec_io.AUTO_STRENGTHS.index(result.strength)
+    assert i > 0, "the stand-in model should need more than the lowest strength on a noisy photo"
+    lower = runner.encode(cover, "Hello!", strength=codec_io.AUTO_STRENGTHS[i - 1])[0]
+    assert not runner._reads_back(lower, "Hello!", codec_io.AUTO_CHECKS)
+    assert runner._reads_back(encoded, "Hello!", codec_io.AUTO_CHECKS)
+    fixed = runner.encode(cover, "Hello!", strength=1.0, verify=True)
+    assert fixed.strength == 1.0 and fixed.verified is True
+    blank = runner.encode(cover, "Hello!", strength=0.001, verify=True)   # too weak to survive 8-bit rounding
+    assert blank.verified is False
+
+
+def test_strength_argument_accepts_auto_and_positive_numbers():
+    import argparse
+    import codec_io
+    assert codec_io.strength_arg("auto") == "auto" and codec_io.strength_arg("1.5") == 1.5
+    for bad in ("0", "-1", "strong"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            codec_io.strength_arg(bad)

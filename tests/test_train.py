@@ -157,3 +157,43 @@ def test_psnr_metric_ignores_the_filled_corners():
     encoded[:, :, 8:, 8:] += 0.1                # a residual inside the valid area does count: 10 dB per decade
     m = train_pytorch.metrics(out, image, torch.zeros(2, 100))["psnr"]
     assert 20 < m < 40
+
+
+def test_adaptive_image_loss_gain_follows_accuracy(tmp_path):
+    """The gain rises while bit accuracy is above the target and falls while below; it is saved and resumed."""
+    run(tmp_path, "up", "--num_steps", "4", "--adaptive_image_loss", "0.0", "--adaptive_rate", "1.0")
+    run(tmp_path, "down", "--num_steps", "4", "--adaptive_image_loss", "1.0", "--adaptive_rate", "1.0")
+    up = read_checkpoint(tmp_path / "ckpt" / "up" / "up_final.pth")["log_image_gain"]
+    down = read_checkpoint(tmp_path / "ckpt" / "down" / "down_final.pth")["log_image_gain"]
+    assert up > 0.5 and down < -0.5    # bit accuracy lies strictly between 0 and 1 on these batches
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "up" / "metrics.jsonl")]
+    # the logged weights are the ramped weights times the gain
+    last = rows[-1]
+    assert last["ramp/image_gain"] > 1 and abs(last["ramp/l2"] / last["ramp/image_gain"] - 1.5) < 1e-6
+
+
+def test_texture_weight_is_high_on_flat_areas():
+    img = torch.zeros(1, 3, 32, 32)
+    img[..., :, 16:] = torch.rand(1, 3, 32, 16)           # left half flat, right half busy
+    w = train_pytorch.texture_weight(img)
+    assert w.shape == (1, 1, 32, 32) and abs(w.mean().item() - 1) < 1e-5
+    assert w[..., :, :8].mean() > 3 * w[..., :, 24:].mean()
+    loss_flat, _ = train_pytorch.image_loss(img + 0.1 * (torch.arange(32) < 16).float(), img, torch.ones(3),
+                                            torch.zeros(32, 32), w)
+    loss_busy, _ = train_pytorch.image_loss(img + 0.1 * (torch.arange(32) >= 16).float(), img, torch.ones(3),
+                                            torch.zeros(32, 32), w)
+    assert loss_flat > 3 * loss_busy                       # the same residual costs more on the flat half
+
+
+def test_time_limit_stops_cleanly(tmp_path, capsys):
+    steps = run(tmp_path, "t", "--num_steps", "1000", "--time_limit", "0")
+    assert steps == 0 and (tmp_path / "ckpt" / "t" / "t_final.pth").exists()
+    assert "--time_limit 0 min reached" in capsys.readouterr().out
+
+
+def test_random_crop_training_data(tmp_path):
+    from PIL import Image
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.effect_mandelbrot((300, 200), (-2, -1.2, 1, 1.2), 50).convert("RGB").save(d / "a.jpg")
+    assert run(tmp_path, "rc", "--num_steps", "1", "--train_path", str(d), "--random_crop", "0.3") == 1
