@@ -403,7 +403,15 @@ def add_encode_arguments(parser, inputs=True):
     """The encode flags; inputs=False leaves out --image/--images_dir/... (a caller that adds them itself)."""
     if inputs:
         add_input_arguments(parser)
-    parser.add_argument("--save_dir", default="out", help="writes <stem>_hidden.png and <stem>_residual.png here")
+    parser.add_argument("--save_dir", default="out",
+                        help="writes <stem>_hidden.png and <stem>_residual.png here (with --images_dir, in the "
+                             "input's sub-folders)")
+    parser.add_argument("--output", default=None,
+                        help="with --image: the encoded image's path (the residual goes beside it as "
+                             "<name>_residual.png); overrides --save_dir")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    parser.add_argument("--force", action="store_true",
+                        help="stamp an image that already carries a readable message (refused by default)")
     parser.add_argument("--secret", default="Stega!!", help="text to hide: at most 7 UTF-8 bytes")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="scales the residual (1 = as trained), or 'auto': per image the lowest strength at "
@@ -434,16 +442,36 @@ def strength_arg(text):
 def add_decode_arguments(parser, inputs=True):
     if inputs:
         add_input_arguments(parser)
+    parser.add_argument("--include_residuals", action="store_true",
+                        help="with --images_dir, also decode *_residual.png files (skipped by default)")
     parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of text lines")
 
 
-def input_paths(args) -> list:
+OUTPUT_SUFFIXES = ("_hidden.png", "_residual.png")   # what the encoder writes
+
+
+def input_paths(args, skip_suffixes=()) -> tuple:
+    """-> (paths to process, paths skipped because their names end with one of skip_suffixes)."""
     if args.image:
-        return [args.image]
+        return [args.image], []
     paths = list_images(args.images_dir)
     if not paths:
         raise ImageLoadError(f"{args.images_dir}: no images found")
-    return paths
+    skipped = [p for p in paths if p.endswith(skip_suffixes)] if skip_suffixes else []
+    paths = [p for p in paths if p not in set(skipped)]
+    if not paths:
+        raise ImageLoadError(f"{args.images_dir}: no images to process ({len(skipped)} outputs of this tool skipped)")
+    return paths, skipped
+
+
+def output_paths(path, args):
+    """<save_dir>/<sub-folder of the input under --images_dir>/<stem>_hidden.png and _residual.png: the input tree
+    is mirrored, so photos of the same name in different folders never share an output."""
+    if getattr(args, "output", None):
+        return [args.output, os.path.splitext(args.output)[0] + "_residual.png"]
+    sub = os.path.dirname(os.path.relpath(path, args.images_dir)) if args.images_dir else ""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return [os.path.join(args.save_dir, sub, f"{stem}_{kind}.png") for kind in ("hidden", "residual")]
 
 
 def _progress(total, disable):
@@ -474,34 +502,58 @@ def _batches(paths, batch_size, failures, bar):
         yield batch
 
 
-def _report(failures, n, what, err):
+def _report(failures, n, what, err, skipped=(), counts=""):
     for _, msg in failures:
         print(f"error: {msg}", file=err)
-    if n > 1 or failures:
-        print(f"{what} {n - len(failures)} of {n} images" + (f", {len(failures)} failed" if failures else ""),
-              file=err)
+    if n > 1 or failures or skipped:
+        print(f"{what} {n - len(failures)} of {n} images" + counts + (f", {len(failures)} failed" if failures else "")
+              + (f" ({len(skipped)} outputs of this tool skipped)" if skipped else ""), file=err)
     return 1 if failures else 0
+
+
+def _unmarked(runner, batch):
+    """Split a batch of (path, PIL) into those without a readable message and (path, DecodeResult) of the others."""
+    results = runner.decode_batch([im for _, im in batch])
+    return ([b for b, r in zip(batch, results) if not r.ok],
+            [(b[0], r) for b, r in zip(batch, results) if r.ok])
 
 
 def run_encode_cli(runner: StegaStampRunner, args) -> int:
     """Encode every input, write <stem>_hidden.png / <stem>_residual.png atomically; report failures; exit code."""
     import sys
     runner.codec.encode(args.secret)  # a secret that does not fit fails before any work
-    paths = input_paths(args)
-    os.makedirs(args.save_dir, exist_ok=True)
+    if getattr(args, "output", None) and not args.image:
+        raise ValueError("--output names one file: use it with --image (with --images_dir, use --save_dir)")
+    paths, skipped = input_paths(args, OUTPUT_SUFFIXES)
+    for p in skipped:
+        print(f"{p}: skipped (an output of this tool; rename it to encode it)", file=sys.stderr)
     inputs = {os.path.realpath(p) for p in paths}
     failures, unverified, bar = [], [], _progress(len(paths), args.no_progress)
     verify = getattr(args, "verify", False)
-    for batch in _batches(paths, args.batch_size, failures, bar):
+    pending = []
+    for path in paths:   # cheap checks first: nothing is encoded that could not be written
+        outs = output_paths(path, args)
+        if any(os.path.realpath(o) in inputs for o in outs):
+            failures.append((path, f"{path}: refusing to overwrite an input file with {outs[0]}"))
+        elif not getattr(args, "overwrite", False) and any(os.path.exists(o) for o in outs):
+            failures.append((path, f"{outs[0]} exists (pass --overwrite to replace it)"))
+        else:
+            pending.append(path)
+    if bar is not None:
+        bar.update(len(paths) - len(pending))
+    for batch in _batches(pending, args.batch_size, failures, bar):
+        if not getattr(args, "force", False):   # an image that already carries a message is not stamped twice
+            batch, marked = _unmarked(runner, batch)
+            for path, res in marked:
+                failures.append((path, f"{path}: already carries the message {res.message!r} "
+                                       f"(pass --force to stamp it again)"))
+            if not batch:
+                continue
         results = runner.encode_batch([im for _, im in batch], [args.secret] * len(batch), args.strength, args.fit,
                                       verify)
         for (path, _), result in zip(batch, results):
             encoded, residual = result
-            stem = os.path.splitext(os.path.basename(path))[0]
-            outs = [os.path.join(args.save_dir, f"{stem}_{kind}.png") for kind in ("hidden", "residual")]
-            if any(os.path.realpath(o) in inputs for o in outs):
-                failures.append((path, f"{path}: refusing to overwrite an input file with {outs[0]}"))
-                continue
+            outs = output_paths(path, args)
             try:
                 save_image(encoded, outs[0], compress_level=1)   # fast PNG: 12-megapixel outputs stay quick
                 save_image(residual, outs[1], compress_level=1)
@@ -523,7 +575,7 @@ def run_encode_cli(runner: StegaStampRunner, args) -> int:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    code = _report(failures, len(paths), "encoded", sys.stderr)
+    code = _report(failures, len(paths), "encoded", sys.stderr, skipped)
     if unverified:
         print(f"warning: {len(unverified)} of {len(paths)} encoded images do not read back reliably "
               f"(try a higher --strength)", file=sys.stderr)
@@ -536,12 +588,13 @@ def run_decode_cli(runner: StegaStampRunner, args) -> int:
     """Decode every input; print `path: 'msg' (corrected N bit errors)` / `path: no message found`, or JSON."""
     import json
     import sys
-    paths = input_paths(args)
+    paths, skipped = input_paths(args, () if getattr(args, "include_residuals", False) else ("_residual.png",))
     failures, rows, bar = [], [], _progress(len(paths), args.no_progress or args.json)
     for batch in _batches(paths, args.batch_size, failures, bar):
         for (path, _), res in zip(batch, runner.decode_batch([im for _, im in batch])):
+            # confidence describes a message; with none found there is nothing to be confident about
             rows.append({"file": path, "message": res.message, "corrected_bits": res.corrected_bits,
-                         "confidence": round(res.confidence, 4)})
+                         "confidence": round(res.confidence, 4) if res.ok else None})
             if not args.json:
                 text = (f"{path}: {res.message!r} (corrected {res.corrected_bits} bit errors)" if res.ok
                         else f"{path}: no message found")
@@ -550,7 +603,9 @@ def run_decode_cli(runner: StegaStampRunner, args) -> int:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
+    found = sum(r["message"] is not None for r in rows)
+    counts = f": {found} with a message, {len(rows) - found} without"   # the unreadable ones are 'failed'
     if args.json:
         rows += [{"file": p, "message": None, "error": msg} for p, msg in failures]
         print(json.dumps(rows, indent=1, ensure_ascii=False))
-    return _report(failures, len(paths), "decoded", sys.stderr)
+    return _report(failures, len(paths), "decoded", sys.stderr, skipped, counts)

@@ -22,10 +22,15 @@ METADATA_KEY = "stegastamp_model_config"   # written by export_onnx.py
 class OnnxStegaStamp(StegaStampRunner):
     """encoder.onnx + decoder.onnx (or decoder_int8.onnx) behind encode(image, secret) / decode(image)."""
 
-    def __init__(self, onnx_dir, int8=False, providers=None):
+    def __init__(self, onnx_dir, int8=False, providers=None, decoder_path=None):
+        """onnx_dir: the export folder, or (with decoder_path) the encoder .onnx file itself."""
         import onnxruntime as ort
-        names = ("encoder.onnx", "decoder_int8.onnx" if int8 else "decoder.onnx")
-        paths = [os.path.join(onnx_dir, n) for n in names]
+        if decoder_path is not None:   # the two-file form: encoder.onnx decoder.onnx
+            paths = [onnx_dir, decoder_path]
+            onnx_dir = os.path.dirname(decoder_path) or "."
+        else:
+            names = ("encoder.onnx", "decoder_int8.onnx" if int8 else "decoder.onnx")
+            paths = [os.path.join(onnx_dir, n) for n in names]
         for p in paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p}: not found (run export_onnx.py{' --int8' if int8 else ''} first)")
@@ -49,8 +54,9 @@ class OnnxStegaStamp(StegaStampRunner):
         return logits
 
 
-def self_test(model: OnnxStegaStamp, image_path=None) -> int:
-    """Encode 'Hello!' into an image (a synthetic one if none is given), decode it, and report."""
+def self_test(model: OnnxStegaStamp, image_path=None, secret="Hello!", output=None) -> int:
+    """Encode `secret` into an image (a synthetic one if none is given), decode it, and report; output: also save
+    the encoded image there."""
     from PIL import Image
     from codec_io import load_image
     if image_path:
@@ -60,18 +66,23 @@ def self_test(model: OnnxStegaStamp, image_path=None) -> int:
         yy, xx = np.mgrid[0:h * 2, 0:w * 3] / max(h, w)
         arr = np.stack([np.sin(3 * xx) * 0.4 + 0.5, np.cos(2 * yy) * 0.4 + 0.5, (xx + yy) / (xx + yy).max()], -1)
         img = Image.fromarray((arr * 255).astype(np.uint8))
-    encoded, _ = model.encode(img, "Hello!")
+    encoded, _ = model.encode(img, secret)
+    if output:
+        from codec_io import save_image
+        save_image(encoded, output)
+        print(f"wrote {output}")
     res: DecodeResult = model.decode(encoded)
     print(f"model {model.size[0]}x{model.size[1]}, {model.codec.secret_size} bits; image {img.size[0]}x{img.size[1]}")
     print(f"decoded: {res.message!r} (corrected {res.corrected_bits} bit errors, confidence {res.confidence:.3f})"
           if res.ok else f"decoded: no message found ({res.reason})")
-    return 0 if res.message == "Hello!" else 1
+    return 0 if res.message == secret else 1
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("onnx_dir", help="folder with encoder.onnx and decoder.onnx from export_onnx.py")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="the export_onnx.py folder, or the two files: encoder.onnx decoder.onnx")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--encode", action="store_true")
     mode.add_argument("--decode", action="store_true")
@@ -85,9 +96,14 @@ def get_parser():
 
 def main(args) -> int:
     try:
-        model = OnnxStegaStamp(args.onnx_dir, int8=args.int8)
+        if len(args.models) > 2:
+            raise ValueError(f"give one folder or two files (encoder.onnx decoder.onnx), not {len(args.models)}")
+        if len(args.models) == 2:
+            model = OnnxStegaStamp(args.models[0], decoder_path=args.models[1])
+        else:
+            model = OnnxStegaStamp(args.models[0], int8=args.int8)
         if args.test:
-            return self_test(model, args.image)
+            return self_test(model, args.image, args.secret if args.secret != "Stega!!" else "Hello!", args.output)
         if not (args.image or args.images_dir):
             raise ValueError("give --image or --images_dir")
         return run_encode_cli(model, args) if args.encode else run_decode_cli(model, args)

