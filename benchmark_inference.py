@@ -94,10 +94,10 @@ def full_resolution(runner, tmp, reps):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[400, 128])
+    p.add_argument("--sizes", type=int, nargs="+", default=[400, 128], help="model sizes in pixels")
     p.add_argument("--batch", type=int, default=8, help="batched rows: per-image time at this batch size")
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions per measurement (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads")
     choices = ["eager", "bf16", "bf16_weights", "compile", "onnx", "onnx_int8"]
     p.add_argument("--variants", nargs="+", default=choices, choices=choices,
                    help="bf16: autocast; bf16_weights: bfloat16 weights + NHWC (the scripts' --bf16)")

@@ -140,13 +140,14 @@ def bench(size, variant, device, batch, steps, warmup, lpips_backbone):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 400])
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 400], help="model sizes in pixels")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="variants to time (channels_last, bf16, compile, ...)")
+    p.add_argument("--batch_size", type=int, default=4, help="images per step")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile happens here)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--lpips_backbone", default="random",
                    help="speed does not depend on the weights; 'random' needs no download")
     return p

@@ -75,6 +75,8 @@ class SecretCodec:
     def encode(self, text: str) -> np.ndarray:
         """Text (at most `data_bytes` bytes of UTF-8) -> float32 (secret_size,) in {0,1}."""
         data = text.encode("utf-8")
+        if not data:
+            raise ValueError("the secret is empty: give 1 to 7 characters (UTF-8 bytes)")
         if len(data) > self.data_bytes:
             raise ValueError(f"secret {text!r} is {len(data)} bytes in UTF-8; at most {self.data_bytes} fit "
                              f"(one byte per ASCII character, more for others)")
@@ -395,7 +397,7 @@ def add_input_arguments(parser, required=True):
     g = parser.add_mutually_exclusive_group(required=required)
     g.add_argument("--image", help="one image file")
     g.add_argument("--images_dir", help="a folder of images (recursive)")
-    parser.add_argument("--batch_size", type=int, default=8, help="images per network call")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="images per network call")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
@@ -412,7 +414,9 @@ def add_encode_arguments(parser, inputs=True):
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     parser.add_argument("--force", action="store_true",
                         help="stamp an image that already carries a readable message (refused by default)")
-    parser.add_argument("--secret", default="Stega!!", help="text to hide: at most 7 UTF-8 bytes")
+    parser.add_argument("--secret", default="Stega!!",
+                        help="text to hide: 1 to 7 UTF-8 bytes; trailing spaces are dropped on decoding (the "
+                             "original pads short secrets with spaces)")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="scales the residual (1 = as trained), or 'auto': per image the lowest strength at "
                              "which the message survives simulated JPEG 50, 5%% perspective and print-and-photograph "
@@ -424,6 +428,17 @@ def add_encode_arguments(parser, inputs=True):
     parser.add_argument("--fit", action="store_true",
                         help="original behaviour: centre-crop and resize to the model size (default: keep the "
                              "input's full resolution)")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
 
 
 def strength_arg(text):
@@ -485,12 +500,23 @@ def _progress(total, disable):
     return tqdm(total=total, unit="img")
 
 
+MIN_SIDE = 16   # smaller images hold too few pixels to carry (or read) a message: refused with this minimum
+
+
+def check_size(img, path):
+    """Raise ImageLoadError when an image is too small to encode or decode."""
+    if min(img.size) < MIN_SIDE:
+        raise ImageLoadError(f"{path}: {img.size[0]}x{img.size[1]} is too small (at least {MIN_SIDE} px on each "
+                             f"side; the models work at 128 px and up)")
+    return img
+
+
 def _batches(paths, batch_size, failures, bar):
     """Yield (paths, PIL images) batches of readable files; unreadable ones go to `failures` with their error."""
     batch = []
     for path in paths:
         try:
-            batch.append((path, load_image(path)))
+            batch.append((path, check_size(load_image(path), path)))
         except ImageLoadError as e:
             failures.append((path, str(e)))
             if bar is not None:

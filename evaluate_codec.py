@@ -28,8 +28,8 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--trials", type=int, default=5000, help="random messages and flip patterns per flip count")
-    p.add_argument("--flips", type=int, nargs="+", default=list(range(11)))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flips", type=int, nargs="+", default=list(range(11)), help="numbers of flipped bits to test")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     return p
 
 

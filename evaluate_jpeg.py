@@ -27,9 +27,9 @@ def psnr(a, b):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--photo", default="astronaut", choices=sorted(BUILTIN_PHOTOS))
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--qualities", type=int, nargs="+", default=[25, 50, 75, 95])
+    p.add_argument("--photo", default="astronaut", choices=sorted(BUILTIN_PHOTOS), help="built-in photo to test on")
+    p.add_argument("--size", type=int, default=256, help="side of the square crop in pixels")
+    p.add_argument("--qualities", type=int, nargs="+", default=[25, 50, 75, 95], help="JPEG qualities to compare")
     return p
 
 

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from codec_io import ImageLoadError, list_images, load_image, strength_arg
+from codec_io import ImageLoadError, check_size, list_images, load_image, strength_arg
 from distortions import DISTORTIONS, jpeg, perspective
 
 JPEG_SWEEP = (95, 90, 80, 70, 60, 50, 40, 30, 20, 10)
@@ -202,9 +202,10 @@ def get_parser():
     p.add_argument("--crop", type=int, default=None, metavar="N",
                    help="evaluate on N x N centre crops of the photos (e.g. 400, the original's size) instead of "
                         "the full photos (photos smaller than N are used whole)")
-    p.add_argument("--distortions", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument("--distortions", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS),
+                    help="distortions to apply (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the secrets and the random distortions")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="PyTorch model with bfloat16 weights (as the scripts' --bf16)")
     p.add_argument("--no_lpips", action="store_true", help="skip LPIPS (the slowest quality metric)")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json (and plots) here")
@@ -227,7 +228,7 @@ def load_photos(args):
     photos, errors = [], []
     for p in list_images(args.images_dir):
         try:
-            photos.append((p, load_image(p)))
+            photos.append((p, check_size(load_image(p), p)))
         except ImageLoadError as e:
             errors.append(str(e))
     return photos, errors

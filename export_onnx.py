@@ -112,7 +112,7 @@ def get_parser():
     p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
     p.add_argument("--output_dir", "--out_dir", dest="out_dir", default="onnx",
                    help="writes encoder.onnx and decoder.onnx here")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument("--int8", action="store_true", help="also write decoder_int8.onnx (dynamic quantisation)")
     p.add_argument("--test", action="store_true", help="compare ONNX Runtime with PyTorch after exporting")
     return p

@@ -311,8 +311,24 @@ def save_checkpoint(path, cfg: ModelConfig, encoder, decoder, discriminator=None
 def read_checkpoint(path, map_location="cpu") -> dict:
     """Load and validate a checkpoint dict (weights_only=True). Raises CheckpointError with a one-line reason."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        onnx = any(f.endswith(".onnx") for f in os.listdir(path))
+        raise CheckpointError(f"{path}: is a folder, not a .pth checkpoint" + (
+            " (an ONNX export: use onnx_inference.py, or evaluate_pytorch.py --onnx)" if onnx else ""))
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    kind = next((name for magic, name in ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+                                          (b"\x08\x00\x00\x00ONNX", "an ONNX model"), (b"<", "a text/HTML file"))
+                 if head.startswith(magic)), None)
+    if path.endswith(".onnx"):
+        kind = "an ONNX model"
+    if kind is not None or not head:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({kind or 'an empty file'})"
+                              + ("; ONNX models are read by onnx_inference.py" if kind == "an ONNX model" else ""))
+    if not head.startswith((b"PK\x03\x04", b"\x80")):   # torch.save writes a zip (or a legacy pickle)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # zip/pickle errors, truncated files, disallowed globals

@@ -84,8 +84,8 @@ def get_parser():
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="the export_onnx.py folder, or the two files: encoder.onnx decoder.onnx")
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--encode", action="store_true")
-    mode.add_argument("--decode", action="store_true")
+    mode.add_argument("--encode", action="store_true", help="hide --secret in the input image(s)")
+    mode.add_argument("--decode", action="store_true", help="read the message from the input image(s)")
     mode.add_argument("--test", action="store_true", help="round trip on --image, or on a synthetic image")
     p.add_argument("--int8", action="store_true", help="use decoder_int8.onnx")
     add_input_arguments(p, required=False)   # --test runs without an image (a synthetic one)

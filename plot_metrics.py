@@ -31,7 +31,8 @@ def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="logs/<exp> folders (or metrics.jsonl files)")
-    p.add_argument("--keys", nargs="+", default=["metric/bit_acc", "metric/psnr", "loss/secret"])
+    p.add_argument("--keys", nargs="+", default=["metric/bit_acc", "metric/psnr", "loss/secret"],
+                    help="metrics.jsonl keys to plot")
     p.add_argument("--every", type=int, default=500, help="table rows every N steps")
     p.add_argument("--smooth", type=int, default=5, help="moving average over N logged points (table and plot)")
     p.add_argument("--out", default=None, help="PNG to write (needs matplotlib)")

@@ -39,7 +39,7 @@ from PIL import Image, ImageOps
 
 from codec_io import atomic_write, atomic_write_text
 
-Image.MAX_IMAGE_PIXELS = 200_000_000   # the 4K wallpapers are large but trusted package contents
+TRUSTED_MAX_PIXELS = 200_000_000   # the 4K wallpapers are large, but package contents are trusted
 
 # package -> (registry, pinned version or None, licence, [(glob inside the package, [excluded name globs])])
 SOURCES = {
@@ -307,6 +307,15 @@ def split_of(group, val_percent):
 
 
 def main(argv=None):
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = TRUSTED_MAX_PIXELS   # for this run only: importing this module changes nothing
+    try:
+        return build(argv)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def build(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", help="where train/, val/ and manifest.csv are written (e.g. data/photos)")

@@ -17,7 +17,8 @@ def get_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="training checkpoint (.pth) from train_pytorch.py")
     p.add_argument("out", help="inference checkpoint to write")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                    help="weight precision of the released file")
     return p
 
 

@@ -42,7 +42,12 @@ class StegaStamp(StegaStampRunner):
     @classmethod
     def load(cls, path, device=None, bf16=False) -> "StegaStamp":
         """Checkpoint path -> ready model in eval mode. Raises models_pytorch.CheckpointError with one line."""
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:
+            raise ValueError(f"--device {device}: not a device name (cpu, cuda, cuda:1, ...)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine (use --device cpu)")
         cfg, encoder, decoder = load_checkpoint(path, device)
         if bf16 and device.type == "cpu" and not cpu_has_bf16():
             import warnings

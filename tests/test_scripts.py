@@ -1,4 +1,5 @@
 """Encode / decode / export / ONNX inference end to end: CLIs, the shared runner, error handling, torch-free ONNX."""
+import io
 import json
 import os
 import subprocess
@@ -411,3 +412,67 @@ def test_migration_guide_commands_run_verbatim(ckpt, tmp_path, monkeypatch, caps
     assert run(onnx_inference, 'python onnx_inference.py onnx_models/encoder.onnx onnx_models/decoder.onnx --test '
                                '--image test.jpg --secret "Test" --output roundtrip.png') == 0
     assert "decoded: 'Test'" in capsys.readouterr().out and (b / "roundtrip.png").exists()
+
+
+def awkward_folder(root):
+    """Files a real photo folder holds: -> (folder, names that must be encoded, names that must fail)."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray((rng.random((60, 90, 3)) * 255).astype(np.uint8)).resize((180, 120))
+    good, bad = [], []
+
+    def add(name, ok, write):
+        write(root / name)
+        (good if ok else bad).append(name)
+    add("zero.jpg", False, lambda p: p.write_bytes(b""))
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG")
+    add("truncated.jpg", False, lambda p: p.write_bytes(buf.getvalue()[:200]))
+    add("page.jpg", False, lambda p: p.write_text("<html><body>not a photo</body></html>"))
+    add("tiny.png", False, lambda p: Image.new("RGB", (1, 1)).save(p))
+    add("bomb.png", False, lambda p: Image.new("1", (14000, 14000)).save(p))
+    (root / "folder.png").mkdir()                                        # a directory with an image name
+    add("sixteen.png", True, lambda p: Image.fromarray((rng.random((120, 160)) * 65535).astype(np.uint16)).save(p))
+    add("cmyk.jpg", True, lambda p: photo.convert("CMYK").save(p))
+    add("palette.png", True, lambda p: photo.convert("P").save(p))
+    add("animated.gif", True, lambda p: photo.save(p, save_all=True, append_images=[photo.rotate(90)]))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                     # stored sideways
+    add("rotated.jpg", True, lambda p: photo.save(p, exif=exif))
+    add("strip.png", True, lambda p: photo.resize((20, 2000)).save(p))
+    add("with space é.png", True, lambda p: photo.save(p))
+    return root, good, bad
+
+
+def test_every_cli_survives_an_awkward_folder(tmp_path, capsys):
+    """One batch over zero-byte, truncated, HTML, 1x1, bomb, 16-bit, CMYK, palette, animated, EXIF-rotated, 20x2000
+    and accented files: each bad file is one error line, every good one is encoded and decoded, nothing is lost."""
+    import evaluate_pytorch
+    from codec_io import add_decode_arguments, add_encode_arguments, run_decode_cli, run_encode_cli
+    from dataset import ImageFolderDataset
+    folder, good, bad = awkward_folder(tmp_path / "awk")
+    runner = BlockRunner()
+    args = _cli_args(add_encode_arguments, "--images_dir", folder, "--save_dir", tmp_path / "out", "--secret", "ok")
+    assert run_encode_cli(runner, args) == 1
+    err = capsys.readouterr().err
+    assert all(f"{name}" in err for name in bad) and f"encoded {len(good)} of {len(good) + len(bad)} images" in err
+    outs = sorted(os.listdir(tmp_path / "out"))
+    assert outs == sorted(f"{os.path.splitext(n)[0]}_{k}.png" for n in good for k in ("hidden", "residual"))
+    with Image.open(tmp_path / "out" / "rotated_hidden.png") as im:
+        assert im.size == (120, 180)                                     # EXIF orientation applied
+    dargs = _cli_args(add_decode_arguments, "--images_dir", tmp_path / "out", "--json")
+    assert run_decode_cli(runner, dargs) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == len(good) and all(r["message"] == "ok" for r in rows)
+    dargs = _cli_args(add_decode_arguments, "--images_dir", folder, "--json")
+    assert run_decode_cli(runner, dargs) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(os.path.basename(r["file"]) for r in rows) == sorted(good + bad)
+    assert sum("error" in r for r in rows) == len(bad)
+    photos, errors = evaluate_pytorch.load_photos(evaluate_pytorch.get_parser().parse_args(
+        ["m", "--images_dir", str(folder)]))
+    assert len(photos) == len(good) and len(errors) == len(bad)
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        ds = ImageFolderDataset(str(folder), (32, 32), 100)
+        items = [ds[(i, i)][0] for i in range(len(ds.paths))]
+    assert all(t.shape == (3, 32, 32) for t in items)
