@@ -222,3 +222,92 @@ def test_migration_guide_train_command_runs_offline(tmp_path, monkeypatch, capsy
     assert train_pytorch.main(train_pytorch.get_parser().parse_args(argv + ["--dry_run", "--workers", "0"])) == 2
     assert "lpips bundled" in capsys.readouterr().out
     assert (tmp_path / "checkpoints" / "my_experiment" / "my_experiment_final.pth").exists()
+
+
+class _LinearCritic(torch.nn.Module):
+    """A critic whose score is the mean pixel value times w: hand-computable gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.005]))
+
+    def forward(self, x):
+        heat = x.mean(dim=1, keepdim=True) * self.w
+        return heat.mean(), heat
+
+
+def test_critic_step_minimises_real_minus_fake():
+    """d_loss = mean D(real) - mean D(fake), and one step moves the critic to score fakes higher than reals
+    (catches swapped real/fake terms or a flipped sign)."""
+    critic = _LinearCritic()
+    opt = torch.optim.RMSprop(critic.parameters(), lr=1e-3)
+    real, fake = torch.full((2, 3, 8, 8), 0.8), torch.full((2, 3, 8, 8), 0.2)
+    d_loss = train_pytorch.critic_step(critic, opt, {"real": real, "fake": fake})
+    assert abs(d_loss.item() - 0.005 * (0.8 - 0.2)) < 1e-7          # before the update
+    # gradient of d_loss wrt w is 0.8 - 0.2 > 0: w must fall (and stay inside the +-0.01 clip)
+    assert critic.w.item() < 0.005 and critic.w.abs().item() <= 0.01
+
+
+def test_total_loss_is_the_weighted_sum_of_its_terms():
+    """total = secret_w * BCE + l2_w * L2 + lpips_w * LPIPS + G_w * G, each at its own weight (catches a dropped or
+    swapped weight)."""
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 16, 16)
+    encoded = (image + 0.1 * torch.randn_like(image)).clamp(0, 1)
+    secret = torch.randint(0, 2, (2, 100)).float()
+    out = {"logits": torch.randn(2, 100), "encoded": encoded, "fake": encoded}
+    scales = {"secret": 1.5, "l2": 2.0, "lpips": 3.0, "G": 0.25, "l2_edge_gain": 0.0}
+    lpips_fn = lambda a, b, normalize: torch.full((2, 1, 1, 1), 0.125)
+    args = SimpleNamespace(no_gan=False, texture_mask=False)
+    critic = _LinearCritic()
+    losses = train_pytorch.compute_losses(out, image, secret, critic, lpips_fn, scales, args,
+                                          torch.zeros(16, 16), torch.tensor([1.0, 100.0, 100.0]))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out["logits"], secret)
+    yuv = lambda x: train_pytorch.rgb_to_yuv(x)
+    per_ch = (yuv(encoded) - yuv(image)).pow(2).mean(dim=(0, 2, 3))
+    l2 = per_ch[0] + 100 * per_ch[1] + 100 * per_ch[2]
+    g = 0.005 * encoded.mean()
+    expected = 1.5 * bce + 2.0 * l2 + 3.0 * 0.125 + 0.25 * g
+    assert torch.allclose(losses["total"], expected, atol=1e-6)
+    assert torch.allclose(losses["secret"], bce) and torch.allclose(losses["l2"], l2, atol=1e-6)
+
+
+def test_edge_falloff_weights_the_border():
+    """image_loss multiplies the difference by (1 + falloff) before squaring: a difference on the border costs
+    (1 + gain)^2 times one in the centre."""
+    image = torch.zeros(1, 3, 8, 8)
+    falloff = torch.zeros(8, 8)
+    falloff[0, :] = 1.0
+    border, centre = image.clone(), image.clone()
+    border[:, 0, 0, 3] = 0.5                       # R on the (weighted) top row
+    centre[:, 0, 4, 3] = 0.5
+    scales = torch.ones(3)
+    lb, _ = train_pytorch.image_loss(border, image, scales, falloff * 3.0)
+    lc, _ = train_pytorch.image_loss(centre, image, scales, falloff * 3.0)
+    assert torch.allclose(lb, 16 * lc)
+
+
+def test_bit_accuracy_counts_logits_above_zero_as_one():
+    secret = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    out = {"logits": torch.tensor([[2.0, -1.0, -0.5, 0.3]]), "encoded": torch.zeros(1, 3, 4, 4),
+           "valid": torch.ones(1, 1, 4, 4)}
+    m = train_pytorch.metrics(out, torch.zeros(1, 3, 4, 4), secret)
+    assert m["bit_acc"].item() == 0.5 and m["str_acc"].item() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["black", "white", "randomrgb", "random"])
+def test_fill_borders_fills_every_channel(mode):
+    image = torch.full((2, 3, 16, 16), 0.5)
+    M = torch.tensor([[1.0, 0, -4, 0, 1, 0, 0, 0]]).repeat(2, 2, 1)   # 4 empty columns on the left
+    torch.manual_seed(3)
+    out = train_pytorch.fill_borders(image, image, M, mode)
+    fill = out[..., :4]
+    per_channel = fill.mean(dim=(0, 2, 3))
+    if mode in ("black", "white"):
+        assert torch.allclose(fill, torch.full_like(fill, 1.0 if mode == "white" else 0.0), atol=1e-6)
+    elif mode == "random":                                            # one grey for all three channels
+        assert torch.allclose(per_channel, per_channel[0].expand(3), atol=1e-6)
+    else:                                                             # one colour: three different values
+        assert len(set(per_channel.tolist())) == 3
+    assert torch.allclose(out[..., 5:], image[..., 5:], atol=1e-6)  # the image itself untouched
