@@ -27,6 +27,18 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 #                                 Secret codec                                  #
 #################################################################################
 
+# Named message codes: name -> (secret_size, data_bytes, bch_t, bch_prim_poly). Chosen once at training time
+# (train_pytorch.py --code) and carried in the checkpoint and the ONNX metadata. BCH over GF(2^m) protects at most
+# n = 2^m - 1 bits (data + ECC); what is left of secret_size is zero pad bits, a further check on decoding.
+CODES = {
+    "bch_100": (100, 7, 5, 137),          # the original: 7 bytes, 5 correctable bit errors, GF(2^7)
+    "bch_100_robust": (100, 5, 8, 137),   # 5 bytes, 8 errors: for harsh channels (print, phone camera)
+    "bch_100_long": (100, 9, 3, 137),     # 9 bytes, 3 errors: longer text on clean channels
+    "bch_256": (256, 23, 8, 285),         # 256-bit model: 23 bytes, 8 errors, GF(2^8)
+    "bch_256_robust": (256, 20, 12, 285),  # 256-bit model: 20 bytes, 12 errors
+}
+
+
 @dataclass(frozen=True)
 class DecodeResult:
     """What a decoded bit vector says. `message` is None when no BCH-verified message was found."""
@@ -34,6 +46,7 @@ class DecodeResult:
     corrected_bits: Optional[int] = None   # bit errors BCH located and fixed (data + ECC), None on failure
     reason: str = ""                       # why decoding failed, empty on success
     confidence: Optional[float] = None     # mean |2p - 1| over the bits (1 = every bit certain), set by a model
+    bits: Optional[str] = None             # the raw hard bits read ('0101...'), set by a model
 
     @property
     def ok(self) -> bool:
@@ -76,7 +89,7 @@ class SecretCodec:
         """Text (at most `data_bytes` bytes of UTF-8) -> float32 (secret_size,) in {0,1}."""
         data = text.encode("utf-8")
         if not data:
-            raise ValueError("the secret is empty: give 1 to 7 characters (UTF-8 bytes)")
+            raise ValueError(f"the secret is empty: give 1 to {self.data_bytes} characters (UTF-8 bytes)")
         if len(data) > self.data_bytes:
             raise ValueError(f"secret {text!r} is {len(data)} bytes in UTF-8; at most {self.data_bytes} fit "
                              f"(one byte per ASCII character, more for others)")
@@ -269,6 +282,11 @@ def add_residual_full_res(cover: Image.Image, residual: np.ndarray):
     return ImageChops.add(cover, residual_up, scale=1.0, offset=-128), residual_up
 
 
+class RawBits(str):
+    """A secret given as raw bits ('0101...', the model's secret_size of them): hidden as is, no error correction
+    (for users who bring their own code)."""
+
+
 class Encoded(tuple):
     """(encoded PIL, residual PIL), as before, plus what the encoder knows about the result:
     .strength (the residual scale used) and .verified (None: not checked; True/False: the message read back from the
@@ -318,6 +336,16 @@ class StegaStampRunner(ABC):
         h, w = self.size
         return image_to_array(img if img.size == (w, h) else img.resize((w, h), Image.BICUBIC))
 
+    def secret_bits(self, secret) -> np.ndarray:
+        """A text (through the model's code) or raw bits ('0101...' as RawBits, or a 0/1 array) -> (L,) float32."""
+        if isinstance(secret, str) and not isinstance(secret, RawBits):
+            return self.codec.encode(secret)
+        bits = np.array([int(c) for c in secret] if isinstance(secret, str) else secret, dtype=np.float32)
+        if bits.shape != (self.codec.secret_size,) or not np.isin(bits, (0, 1)).all():
+            raise ValueError(f"raw bits: need exactly {self.codec.secret_size} zeros and ones, got {bits.size} "
+                             f"values")
+        return bits
+
     def _compose(self, cover, x, r, strength):
         """cover PIL, its model-size array x (h, w, 3), residual r (h, w, 3) -> (encoded PIL, residual PIL)."""
         if cover.size != (self.size[1], self.size[0]):
@@ -333,7 +361,7 @@ class StegaStampRunner(ABC):
         from the encoded image and from simulated copies of it (AUTO_CHECKS: JPEG 50, 5% perspective, the
         print-and-photograph simulation); the highest when none passes (.verified False). verify=True decodes the
         encoded image once and sets .verified."""
-        bits = np.stack([self.codec.encode(s) for s in secrets])                     # (B, L); raises on long text
+        bits = np.stack([self.secret_bits(s) for s in secrets])                      # (B, L); raises on long text
         covers = [fit_image(im, self.size) if fit else im for im in images]
         x = np.stack([self.model_input(c) for c in covers])                          # (B, h, w, 3)
         r = self.run_encoder(bits, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)   # (B, h, w, 3), unbounded
@@ -342,8 +370,15 @@ class StegaStampRunner(ABC):
         out = [Encoded(*self._compose(c, xi, ri, float(strength)), strength) for c, xi, ri in zip(covers, x, r)]
         if verify:
             for e, s, res in zip(out, secrets, self.decode_batch([e[0] for e in out])):
-                e.verified = res.message == s
+                e.verified = self._matches(res, s)
         return out
+
+    def _matches(self, res, secret, margin=0):
+        """Did a decode read `secret` back? Text: the BCH-verified message, with at most t - margin corrections.
+        Raw bits: every bit (no code to correct them)."""
+        if isinstance(secret, str) and not isinstance(secret, RawBits):
+            return res.message == secret and res.corrected_bits <= self.codec.t - margin
+        return res.bits == "".join("01"[int(b)] for b in self.secret_bits(secret))
 
     def _reads_back(self, encoded, secret, checks, seed=0):
         """Does `secret` read back, within the BCH margin, from every simulated copy of `encoded`?"""
@@ -354,8 +389,7 @@ class StegaStampRunner(ABC):
             small = encoded.resize((max(1, round(encoded.width * k)), max(1, round(encoded.height * k))),
                                    Image.BILINEAR)
         copies = [DISTORTIONS[c](small, np.random.default_rng(seed + i)) for i, c in enumerate(checks)]
-        return all(res.message == secret and res.corrected_bits <= self.codec.t - AUTO_MARGIN
-                   for res in self.decode_batch(copies))
+        return all(self._matches(res, secret, AUTO_MARGIN) for res in self.decode_batch(copies))
 
     def _encode_auto(self, cover, x, r, secret):
         for strength in AUTO_STRENGTHS:
@@ -382,7 +416,7 @@ class StegaStampRunner(ABC):
         for p in prob:
             res = self.codec.decode((p > 0.5).astype(np.float32))
             results.append(DecodeResult(res.message, res.corrected_bits, res.reason,
-                                        float(np.mean(np.abs(2 * p - 1)))))
+                                        float(np.mean(np.abs(2 * p - 1))), "".join("01"[int(b)] for b in p > 0.5)))
         return results
 
     def decode(self, image: Image.Image) -> DecodeResult:
@@ -417,6 +451,9 @@ def add_encode_arguments(parser, inputs=True):
     parser.add_argument("--secret", default="Stega!!",
                         help="text to hide: 1 to 7 UTF-8 bytes; trailing spaces are dropped on decoding (the "
                              "original pads short secrets with spaces)")
+    parser.add_argument("--bits", default=None,
+                        help="hide these raw bits instead of --secret: a string of the model's secret_size 0/1 "
+                             "characters, no error correction (bring your own code); decode with --json to read them")
     parser.add_argument("--strength", type=strength_arg, default=1.0,
                         help="scales the residual (1 = as trained), or 'auto': per image the lowest strength at "
                              "which the message survives simulated JPEG 50, 5%% perspective and print-and-photograph "
@@ -547,7 +584,8 @@ def _unmarked(runner, batch):
 def run_encode_cli(runner: StegaStampRunner, args) -> int:
     """Encode every input, write <stem>_hidden.png / <stem>_residual.png atomically; report failures; exit code."""
     import sys
-    runner.codec.encode(args.secret)  # a secret that does not fit fails before any work
+    secret = RawBits(args.bits) if getattr(args, "bits", None) else args.secret
+    runner.secret_bits(secret)  # a secret that does not fit fails before any work
     if getattr(args, "output", None) and not args.image:
         raise ValueError("--output names one file: use it with --image (with --images_dir, use --save_dir)")
     paths, skipped = input_paths(args, OUTPUT_SUFFIXES)
@@ -575,7 +613,7 @@ def run_encode_cli(runner: StegaStampRunner, args) -> int:
                                        f"(pass --force to stamp it again)"))
             if not batch:
                 continue
-        results = runner.encode_batch([im for _, im in batch], [args.secret] * len(batch), args.strength, args.fit,
+        results = runner.encode_batch([im for _, im in batch], [secret] * len(batch), args.strength, args.fit,
                                       verify)
         for (path, _), result in zip(batch, results):
             encoded, residual = result
@@ -620,7 +658,7 @@ def run_decode_cli(runner: StegaStampRunner, args) -> int:
         for (path, _), res in zip(batch, runner.decode_batch([im for _, im in batch])):
             # confidence describes a message; with none found there is nothing to be confident about
             rows.append({"file": path, "message": res.message, "corrected_bits": res.corrected_bits,
-                         "confidence": round(res.confidence, 4) if res.ok else None})
+                         "confidence": round(res.confidence, 4) if res.ok else None, "bits": res.bits})
             if not args.json:
                 text = (f"{path}: {res.message!r} (corrected {res.corrected_bits} bit errors)" if res.ok
                         else f"{path}: no message found")

@@ -2,12 +2,13 @@
 
     python evaluate_codec.py                      # 0-10 flips, 5000 trials each, the default 100-bit layout
     python evaluate_codec.py --trials 20000 --flips 6 7
+    python evaluate_codec.py --code all --trials 2000 # every named code (codec_io.CODES), 0 to t+3 flips
 """
 import argparse
 
 import numpy as np
 
-from codec_io import SecretCodec
+from codec_io import CODES, SecretCodec
 
 
 def raw_bchlib_decode(codec, bits):
@@ -30,17 +31,26 @@ def get_parser():
     p.add_argument("--trials", type=int, default=5000, help="random messages and flip patterns per flip count")
     p.add_argument("--flips", type=int, nargs="+", default=list(range(11)), help="numbers of flipped bits to test")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--code", default="bch_100", choices=sorted(CODES) + ["all"],
+                   help="named message code to measure, or all of them (then flips 0 to t+3 each, unless --flips)")
     return p
 
 
 def main(args):
-    codec, rng = SecretCodec(), np.random.default_rng(args.seed)
+    for name in (sorted(CODES) if args.code == "all" else [args.code]):
+        codec = SecretCodec(*CODES[name])
+        flips = args.flips if args.code != "all" or args.flips != list(range(11)) else range(codec.t + 4)
+        print(f"\n{name}: {codec.secret_size} bits, {codec.data_bytes} bytes, corrects {codec.t} bit errors")
+        measure(codec, flips, args.trials, np.random.default_rng(args.seed))
+
+
+def measure(codec, flips, trials, rng):
     alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!?"))
     print(f"{'flips':>5} | {'recovered':>9} | {'no message':>10} | {'wrong message':>13} | {'raw bchlib wrong':>16}")
-    for n in args.flips:
+    for n in flips:
         counts = np.zeros(4, dtype=int)
-        for _ in range(args.trials):
-            text = "".join(rng.choice(alphabet, 7))
+        for _ in range(trials):
+            text = "".join(rng.choice(alphabet, codec.data_bytes))
             bits = codec.encode(text)
             idx = rng.choice(codec.code_bits, n, replace=False)   # flips among the bits BCH protects
             bits[idx] = 1 - bits[idx]
@@ -48,7 +58,7 @@ def main(args):
             counts[0 if msg == text else 1 if msg is None else 2] += 1
             raw = raw_bchlib_decode(codec, bits)
             counts[3] += raw is not None and raw != text
-        r = counts / args.trials
+        r = counts / trials
         print(f"{n:>5} | {r[0]:>9.4f} | {r[1]:>10.4f} | {r[2]:>13.4f} | {r[3]:>16.4f}")
 
 

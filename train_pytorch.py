@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from dataset import BuiltinPhotosDataset, ImageFolderDataset
-from codec_io import ImageLoadError
+from codec_io import CODES, ImageLoadError
 from models_pytorch import (CheckpointError, Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder,
                             load_state, read_checkpoint, save_checkpoint, unwrap)
 from utils_pytorch import (AugmentConfig, build_lpips, edge_falloff, perspective_warp, ramp,
@@ -442,8 +442,14 @@ def get_parser():
                         "flips instead of the original's one centre crop (e.g. 0.25: a few hundred photos look "
                         "like many thousands)")
     g = p.add_argument_group("model and optimisation")
-    g.add_argument("--secret_size", type=int, default=100,
-                   help="bits hidden per image (100: 7 bytes + BCH, the released model)")
+    g.add_argument("--secret_size", type=int, default=None,
+                   help="bits hidden per image (default: the --code's size, 100 for the original code); another "
+                        "size with the default code keeps its 7-byte layout and pads the rest with zero bits")
+    g.add_argument("--code", choices=sorted(CODES), default=None,
+                   help="message code, carried in the checkpoint and ONNX metadata so that encoding and decoding "
+                        "need no flag: bch_100 (the original: 7 bytes, 5 correctable errors), bch_100_robust (5 "
+                        "bytes, 8 errors), bch_100_long (9 bytes, 3 errors), bch_256 (256 bits: 23 bytes, 8 "
+                        "errors), bch_256_robust (20 bytes, 12 errors)")
     g.add_argument("--num_steps", type=int, default=140000,
                    help="training steps in all (a resumed run continues up to this step)")
     g.add_argument("--batch_size", type=int, default=4, help="per process")
@@ -556,6 +562,20 @@ def get_parser():
     return p
 
 
+def code_fields(args) -> dict:
+    """--code / --secret_size -> the ModelConfig fields of the message code (checked by building the codec)."""
+    from codec_io import SecretCodec
+    name = args.code or "bch_100"
+    size, data_bytes, t, poly = CODES[name]
+    if args.secret_size is not None and args.secret_size != size:
+        if args.code:
+            raise ValueError(f"--code {name} hides {size} bits; --secret_size {args.secret_size} contradicts it")
+        name, size = "custom", args.secret_size
+    fields_ = dict(code=name, secret_size=size, data_bytes=data_bytes, bch_t=t, bch_prim_poly=poly)
+    SecretCodec(size, data_bytes, t, poly)   # raises ValueError when the layout does not fit
+    return fields_
+
+
 def aug_config(args):
     """AugmentConfig from the flags of the same names (fields without a flag keep their defaults)."""
     return AugmentConfig(**{f.name: getattr(args, f.name) for f in fields(AugmentConfig) if hasattr(args, f.name)})
@@ -577,7 +597,7 @@ def main(args):
     np.random.seed(args.seed + rank)
     random.seed(args.seed + rank)
     try:
-        cfg = ModelConfig(secret_size=args.secret_size, height=args.height or args.size, width=args.width or args.size)
+        cfg = ModelConfig(height=args.height or args.size, width=args.width or args.size, **code_fields(args))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     log = Logger(args, active=rank == 0)

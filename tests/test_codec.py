@@ -197,3 +197,20 @@ def test_list_images(tmp_path):
     names = [p.replace(str(tmp_path) + "/", "") for p in list_images(tmp_path)]
     assert names == ["a.jpg", "b.PNG", "sub/c.webp"]
     assert [p.rsplit("/", 1)[1] for p in list_images(tmp_path, recursive=False)] == ["a.jpg", "b.PNG"]
+
+
+@pytest.mark.parametrize("name", sorted(__import__("codec_io").CODES))
+def test_named_codes_correct_t_errors(name):
+    from codec_io import CODES
+    codec = SecretCodec(*CODES[name])
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefghij"), codec.data_bytes))
+    bits = codec.encode(text)
+    assert bits.shape == (CODES[name][0],)
+    flipped = bits.copy()
+    idx = rng.choice(codec.code_bits, codec.t, replace=False)
+    flipped[idx] = 1 - flipped[idx]
+    res = codec.decode(flipped)
+    assert res.message == text and res.corrected_bits == codec.t
+    with pytest.raises(ValueError, match=f"at most {codec.data_bytes} fit"):
+        codec.encode("x" * (codec.data_bytes + 1))

@@ -476,3 +476,21 @@ def test_every_cli_survives_an_awkward_folder(tmp_path, capsys):
         ds = ImageFolderDataset(str(folder), (32, 32), 100)
         items = [ds[(i, i)][0] for i in range(len(ds.paths))]
     assert all(t.shape == (3, 32, 32) for t in items)
+
+
+def test_raw_bits_round_trip(tmp_path, capsys):
+    from codec_io import add_decode_arguments, add_encode_arguments, run_decode_cli, run_encode_cli
+    runner = BlockRunner()
+    Image.new("RGB", (120, 90), (128, 128, 128)).save(tmp_path / "g.png")
+    bits = "".join(np.random.default_rng(1).choice(["0", "1"], 100))
+    args = _cli_args(add_encode_arguments, "--image", tmp_path / "g.png", "--save_dir", tmp_path / "o", "--bits", bits,
+                     "--verify")
+    assert run_encode_cli(runner, args) == 0
+    assert "(verified)" in capsys.readouterr().out
+    assert run_decode_cli(runner, _cli_args(add_decode_arguments, "--image", tmp_path / "o" / "g_hidden.png",
+                                            "--json")) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["bits"] == bits and row["message"] is None                  # raw bits: no code, no message
+    args.bits = bits[:50]
+    with pytest.raises(ValueError, match="exactly 100 zeros and ones"):
+        run_encode_cli(runner, args)

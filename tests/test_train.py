@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -311,3 +312,28 @@ def test_fill_borders_fills_every_channel(mode):
     else:                                                             # one colour: three different values
         assert len(set(per_channel.tolist())) == 3
     assert torch.allclose(out[..., 5:], image[..., 5:], atol=1e-6)  # the image itself untouched
+
+
+def test_named_code_travels_to_checkpoint_onnx_and_both_backends(tmp_path, capsys):
+    """A model trained with --code bch_100_robust: the code is in the checkpoint and the ONNX metadata, both
+    backends use it with no flag (5-byte limit), and they read the same bits."""
+    import export_onnx
+    from onnx_inference import OnnxStegaStamp
+    from stegastamp_pytorch import StegaStamp
+    from PIL import Image
+    run(tmp_path, "code", "--num_steps", "1", "--code", "bch_100_robust")
+    ck = tmp_path / "ckpt" / "code" / "code_final.pth"
+    assert read_checkpoint(ck)["model_config"]["code"] == "bch_100_robust"
+    assert export_onnx.main(export_onnx.get_parser().parse_args([str(ck), "--out_dir", str(tmp_path / "onnx")])) == 0
+    pt, ox = StegaStamp.load(ck, "cpu"), OnnxStegaStamp(str(tmp_path / "onnx"))
+    assert pt.config["code"] == ox.config["code"] == "bch_100_robust"
+    for m in (pt, ox):
+        assert m.codec.data_bytes == 5 and m.codec.t == 8
+        with pytest.raises(ValueError, match="at most 5 fit"):
+            m.encode(Image.new("RGB", (64, 64)), "sixsix")
+    img = Image.effect_mandelbrot((64, 48), (-2, -1.2, 1, 1.2), 30).convert("RGB")
+    enc_pt, enc_ox = pt.encode(img, "five5")[0], ox.encode(img, "five5")[0]
+    assert np.abs(np.asarray(enc_pt, int) - np.asarray(enc_ox, int)).max() <= 1
+    assert pt.decode(enc_pt).bits == ox.decode(enc_pt).bits
+    with pytest.raises(SystemExit, match="contradicts"):
+        run(tmp_path, "bad", "--num_steps", "1", "--code", "bch_256", "--secret_size", "100")
