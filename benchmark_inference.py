@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark_train import measure_peak_gflops
-from codec_io import load_image, save_image
+from image_io import load_image, save_image
 from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, save_checkpoint
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from codec_io import ImageLoadError, fit_image, image_to_array, list_images, load_image
+from image_io import ImageLoadError, fit_image, image_to_array, list_images, load_image
 
 
 def random_secret(secret_size: int, generator=None) -> torch.Tensor:

@@ -2,13 +2,13 @@
 
     python evaluate_codec.py                      # 0-10 flips, 5000 trials each, the default 100-bit layout
     python evaluate_codec.py --trials 20000 --flips 6 7
-    python evaluate_codec.py --code all --trials 2000 # every named code (codec_io.CODES), 0 to t+3 flips
+    python evaluate_codec.py --code all --trials 2000 # every named code (secret_codec.CODES), 0 to t+3 flips
 """
 import argparse
 
 import numpy as np
 
-from codec_io import CODES, SecretCodec
+from secret_codec import CODES, SecretCodec
 
 
 def raw_bchlib_decode(codec, bits):

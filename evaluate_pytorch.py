@@ -20,7 +20,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from codec_io import ImageLoadError, check_size, list_images, load_image, strength_arg
+from cli_common import strength_arg
+from image_io import ImageLoadError, check_size, list_images, load_image
 from distortions import DISTORTIONS, jpeg, perspective
 
 JPEG_SWEEP = (95, 90, 80, 70, 60, 50, 40, 30, 20, 10)
@@ -195,7 +196,8 @@ def get_parser():
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--images_dir", help="folder of photos to evaluate on (keep them out of training)")
     g.add_argument("--builtin", choices=("heldout", "train", "all"), help="the built-in photos of dataset.py")
-    p.add_argument("--onnx", action="store_true", help="model is an ONNX folder (onnx_inference.OnnxStegaStamp)")
+    p.add_argument("--onnx", action="store_true",
+                   help="kept for old commands: an ONNX export folder is recognised without it")
     p.add_argument("--messages", type=int, default=3, help="random secrets per photo")
     p.add_argument("--strength", type=strength_arg, default=1.0, help="a number, or 'auto' (per image, as the "
                    "encode scripts' --strength auto)")
@@ -238,15 +240,10 @@ def main(args) -> int:
     if args.plots and not args.out_dir:
         print("error: --plots needs --out_dir", file=sys.stderr)
         return 2
-    from models_pytorch import CheckpointError
+    from inference import ModelLoadError, load_model
     try:
-        if args.onnx:
-            from onnx_inference import OnnxStegaStamp
-            model = OnnxStegaStamp(args.model)
-        else:
-            from stegastamp_pytorch import StegaStamp
-            model = StegaStamp.load(args.model, args.device, args.bf16)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        model = load_model(args.model, args.device, args.bf16)   # a .pth, or an ONNX folder (--onnx optional)
+    except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     photos, errors = load_photos(args)
@@ -265,7 +262,7 @@ def main(args) -> int:
     table = markdown(res, title)
     print(table)
     if args.out_dir:
-        from codec_io import atomic_write_text
+        from image_io import atomic_write_text
         os.makedirs(args.out_dir, exist_ok=True)
         res["model"], res["photos_source"], res["onnx"] = args.model, args.builtin or args.images_dir, args.onnx
         if args.plots:

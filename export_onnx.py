@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from codec_io import SecretCodec, atomic_write
+from image_io import atomic_write
+from secret_codec import SecretCodec
 from models_pytorch import CheckpointError, load_checkpoint
 from onnx_inference import METADATA_KEY   # the reader defines the key (onnx_inference.py is torch-free)
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from codec_io import atomic_write
+from image_io import atomic_write
+from inference import ModelLoadError
 
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -37,7 +38,7 @@ class ModelConfig:
     data_bytes: int = 7       # secret codec: UTF-8 bytes of text per message
     bch_t: int = 5            # BCH correctable bit errors
     bch_prim_poly: int = 137  # BCH primitive polynomial, x^7 + x^3 + 1 -> GF(2^7), n = 127
-    code: str = "bch_100"     # name of the message code (codec_io.CODES), or "custom"
+    code: str = "bch_100"     # name of the message code (secret_codec.CODES), or "custom"
 
     def __post_init__(self):
         # The secret is a (3, H/8, W/8) map upsampled x8, and the U-Net goes down four stride-2 convs and back up
@@ -272,7 +273,7 @@ def count_parameters(module: nn.Module) -> int:
 #                                   Checkpoints                                 #
 #################################################################################
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ModelLoadError):
     """A checkpoint is missing, corrupt, or does not match this code. The message is one line naming the file."""
 
 

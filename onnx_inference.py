@@ -3,8 +3,8 @@
     python onnx_inference.py pretrained/onnx --encode --image examples/chelsea.jpg --save_dir out --secret Hello
     python onnx_inference.py pretrained/onnx --decode --image out/photo_hidden.png [--json] [--int8]
     python onnx_inference.py pretrained/onnx --test                 # encode + decode round trip, prints the result
-Same behaviour as encode_image_pytorch.py / decode_image_pytorch.py (full resolution, --strength, --fit, batches,
-errors), through the shared codec_io.StegaStampRunner.
+The same batch loops as encode_image_pytorch.py / decode_image_pytorch.py (which also take an ONNX folder): full
+resolution, --strength (auto too), --fit, batches, per-file errors; the model code comes from the ONNX metadata.
 """
 import argparse
 import json
@@ -13,8 +13,10 @@ import sys
 
 import numpy as np
 
-from codec_io import (DecodeResult, ImageLoadError, StegaStampRunner, add_decode_arguments, add_encode_arguments,
-                      add_input_arguments, run_decode_cli, run_encode_cli)
+from cli_common import add_decode_arguments, add_encode_arguments, add_input_arguments
+from image_io import ImageLoadError
+from inference import ModelLoadError, StegaStampRunner, load_model
+from secret_codec import DecodeResult, SecretError
 
 METADATA_KEY = "stegastamp_model_config"   # written by export_onnx.py
 
@@ -33,15 +35,15 @@ class OnnxStegaStamp(StegaStampRunner):
             paths = [os.path.join(onnx_dir, n) for n in names]
         for p in paths:
             if not os.path.isfile(p):
-                raise FileNotFoundError(f"{p}: not found (run export_onnx.py{' --int8' if int8 else ''} first)")
+                raise ModelLoadError(f"{p}: not found (run export_onnx.py{' --int8' if int8 else ''} first)")
         providers = providers or ["CPUExecutionProvider"]
         try:
             self.enc, self.dec = (ort.InferenceSession(p, providers=providers) for p in paths)
         except Exception as e:  # onnxruntime raises its own exception types for corrupt files
-            raise ValueError(f"{onnx_dir}: cannot load the ONNX models ({str(e).splitlines()[0][:200]})") from None
+            raise ModelLoadError(f"{onnx_dir}: cannot load the ONNX models ({str(e).splitlines()[0][:200]})") from None
         meta = self.dec.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
-            raise ValueError(f"{paths[1]}: no '{METADATA_KEY}' metadata (not written by export_onnx.py)")
+            raise ModelLoadError(f"{paths[1]}: no '{METADATA_KEY}' metadata (not written by export_onnx.py)")
         super().__init__(json.loads(meta[METADATA_KEY]))
 
     def run_encoder(self, secrets, images):
@@ -58,7 +60,7 @@ def self_test(model: OnnxStegaStamp, image_path=None, secret="Hello!", output=No
     """Encode `secret` into an image (a synthetic one if none is given), decode it, and report; output: also save
     the encoded image there."""
     from PIL import Image
-    from codec_io import load_image
+    from image_io import load_image
     if image_path:
         img = load_image(image_path)
     else:  # smooth synthetic colours: no photo needed
@@ -68,7 +70,7 @@ def self_test(model: OnnxStegaStamp, image_path=None, secret="Hello!", output=No
         img = Image.fromarray((arr * 255).astype(np.uint8))
     encoded, _ = model.encode(img, secret)
     if output:
-        from codec_io import save_image
+        from image_io import save_image
         save_image(encoded, output)
         print(f"wrote {output}")
     res: DecodeResult = model.decode(encoded)
@@ -95,19 +97,22 @@ def get_parser():
 
 
 def main(args) -> int:
+    from decode_image_pytorch import decode_all
+    from encode_image_pytorch import encode_all
     try:
-        if len(args.models) > 2:
-            raise ValueError(f"give one folder or two files (encoder.onnx decoder.onnx), not {len(args.models)}")
-        if len(args.models) == 2:
-            model = OnnxStegaStamp(args.models[0], decoder_path=args.models[1])
-        else:
-            model = OnnxStegaStamp(args.models[0], int8=args.int8)
+        if any(m.endswith(".pth") for m in args.models):
+            raise ModelLoadError(f"{args.models[0]}: a PyTorch checkpoint: use encode_image_pytorch.py / "
+                                 f"decode_image_pytorch.py, or export it with export_onnx.py")
+        if len(args.models) == 1 and not os.path.isdir(args.models[0]):
+            raise ModelLoadError(f"{args.models[0]}: not an export_onnx.py folder (give the folder, or both files: "
+                                 f"encoder.onnx decoder.onnx)")
+        model = load_model(args.models, int8=args.int8)   # ONNX Runtime: a folder or a file pair
         if args.test:
             return self_test(model, args.image, args.secret if args.secret != "Stega!!" else "Hello!", args.output)
         if not (args.image or args.images_dir):
-            raise ValueError("give --image or --images_dir")
-        return run_encode_cli(model, args) if args.encode else run_decode_cli(model, args)
-    except (FileNotFoundError, ImageLoadError, ValueError) as e:
+            raise ImageLoadError("give --image or --images_dir")
+        return encode_all(model, args) if args.encode else decode_all(model, args)
+    except (ModelLoadError, ImageLoadError, SecretError) as e:   # bad input: one line; anything else is a bug
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -37,7 +37,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps
 
-from codec_io import atomic_write, atomic_write_text
+from image_io import atomic_write, atomic_write_text
 
 TRUSTED_MAX_PIXELS = 200_000_000   # the 4K wallpapers are large, but package contents are trusted
 

@@ -1,19 +1,20 @@
 """Python API: hide and read messages with a trained checkpoint, at any image size.
 
     from stegastamp_pytorch import StegaStamp
-    from codec_io import load_image
+    from image_io import load_image
     model = StegaStamp.load("pretrained/stegastamp_128.pth")          # device: cuda if available, else cpu
     encoded, residual = model.encode(load_image("photo.jpg"), "Hello!")  # PIL images, the photo's full size
     result = model.decode(encoded)                                     # DecodeResult(message='Hello!', ...)
 
-The same calls exist on onnx_inference.OnnxStegaStamp (no torch needed); both share codec_io.StegaStampRunner.
+The same calls exist on onnx_inference.OnnxStegaStamp (no torch needed); both share inference.StegaStampRunner, and
+inference.load_model(path) picks the right one for a path.
 """
 from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from codec_io import StegaStampRunner
+from inference import ModelLoadError, StegaStampRunner
 from models_pytorch import load_checkpoint
 
 
@@ -45,9 +46,9 @@ class StegaStamp(StegaStampRunner):
         try:
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         except RuntimeError:
-            raise ValueError(f"--device {device}: not a device name (cpu, cuda, cuda:1, ...)") from None
+            raise ModelLoadError(f"--device {device}: not a device name (cpu, cuda, cuda:1, ...)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine (use --device cpu)")
+            raise ModelLoadError(f"--device {device}: no CUDA GPU is available on this machine (use --device cpu)")
         cfg, encoder, decoder = load_checkpoint(path, device)
         if bf16 and device.type == "cpu" and not cpu_has_bf16():
             import warnings
@@ -69,30 +70,3 @@ class StegaStamp(StegaStampRunner):
     def run_decoder(self, images):
         """images (B, 3, h, w) in [0,1] (numpy) -> logits (B, L) numpy."""
         return self.decoder(self._tensor(images)).float().cpu().numpy()
-
-
-def script_parser(doc, add_io_arguments):
-    """The argparse parser of encode_image_pytorch.py / decode_image_pytorch.py (they differ in their I/O flags)."""
-    import argparse
-    p = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
-    add_io_arguments(p)
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights, NHWC: ~2x faster on CPUs with native bf16 (AVX512-BF16/AMX; measured on "
-                        "an AMD EPYC with AVX512-BF16, README 'Measured') and on GPUs; ignored with a warning on "
-                        "other CPUs, where it would be 3-4x slower")
-    return p
-
-
-def run_script(args, run) -> int:
-    """Shared body of encode_image_pytorch.py / decode_image_pytorch.py: load, run the codec_io CLI, one-line errors.
-    run: codec_io.run_encode_cli or run_decode_cli. Exit codes: 0 ok, 1 some inputs failed, 2 bad model/argument."""
-    import sys
-    from codec_io import ImageLoadError
-    from models_pytorch import CheckpointError
-    try:
-        return run(StegaStamp.load(args.model, args.device, args.bf16), args)
-    except (CheckpointError, ImageLoadError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2

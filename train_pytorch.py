@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from dataset import BuiltinPhotosDataset, ImageFolderDataset
-from codec_io import CODES, ImageLoadError
+from image_io import ImageLoadError
+from secret_codec import CODES
 from models_pytorch import (CheckpointError, Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder,
                             load_state, read_checkpoint, save_checkpoint, unwrap)
 from utils_pytorch import (AugmentConfig, build_lpips, edge_falloff, perspective_warp, ramp,
@@ -564,7 +565,7 @@ def get_parser():
 
 def code_fields(args) -> dict:
     """--code / --secret_size -> the ModelConfig fields of the message code (checked by building the codec)."""
-    from codec_io import SecretCodec
+    from secret_codec import SecretCodec
     name = args.code or "bch_100"
     size, data_bytes, t, poly = CODES[name]
     if args.secret_size is not None and args.secret_size != size:

@@ -1,9 +1,10 @@
-"""Secret codec (BCH layout of SPEC §1.12) and image I/O of codec_io.py."""
+"""Secret codec (BCH layout of SPEC §1.12, secret_codec.py) and image I/O (image_io.py)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from codec_io import (ImageLoadError, SecretCodec, array_to_image, fit_image, image_to_array, list_images,
+from secret_codec import SecretCodec
+from image_io import (ImageLoadError, array_to_image, fit_image, image_to_array, list_images,
                       load_image, save_image)
 
 
@@ -179,7 +180,7 @@ def test_fit_array_round_trip_and_atomic_save(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    from codec_io import atomic_write, atomic_write_text
+    from image_io import atomic_write, atomic_write_text
     atomic_write_text(tmp_path / "r.md", "old")
 
     def broken(tmp):
@@ -199,9 +200,9 @@ def test_list_images(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in list_images(tmp_path, recursive=False)] == ["a.jpg", "b.PNG"]
 
 
-@pytest.mark.parametrize("name", sorted(__import__("codec_io").CODES))
+@pytest.mark.parametrize("name", sorted(__import__("secret_codec").CODES))
 def test_named_codes_correct_t_errors(name):
-    from codec_io import CODES
+    from secret_codec import CODES
     codec = SecretCodec(*CODES[name])
     rng = np.random.default_rng(0)
     text = "".join(rng.choice(list("abcdefghij"), codec.data_bytes))

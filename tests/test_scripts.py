@@ -12,7 +12,8 @@ from PIL import Image
 
 import decode_image_pytorch
 import encode_image_pytorch
-from codec_io import StegaStampRunner, load_image
+from image_io import load_image
+from inference import StegaStampRunner
 from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,7 +188,7 @@ def test_onnx_inference_errors(tmp_path):
 
 
 def test_full_resolution_composition_matches_float_maths():
-    from codec_io import add_residual_full_res
+    from inference import add_residual_full_res
     rng = np.random.default_rng(0)
     residual = (rng.standard_normal((40, 60, 3)) * 0.1).astype(np.float32)
     cover = Image.fromarray((rng.random((300, 200, 3)) * 255).astype(np.uint8))
@@ -281,7 +282,7 @@ def test_perspective_distortion_moves_content():
 def test_strength_auto_picks_the_lowest_strength_that_survives(monkeypatch):
     """--strength auto: the chosen strength passes the simulated copies, the next lower candidate does not.
     The stand-in has no STN, so the checks are those it can survive (clean, JPEG 50, print-like noise)."""
-    import codec_io
+    import inference as codec_io
     monkeypatch.setattr(codec_io, "AUTO_CHECKS", ("clean", "jpeg50", "noise0.05"))
     runner = BlockRunner()
     # block-sized random content competes with the hidden blocks: weak residuals lose bits, strong ones do not
@@ -304,7 +305,7 @@ def test_strength_auto_picks_the_lowest_strength_that_survives(monkeypatch):
 
 def test_strength_argument_accepts_auto_and_positive_numbers():
     import argparse
-    import codec_io
+    import cli_common as codec_io
     assert codec_io.strength_arg("auto") == "auto" and codec_io.strength_arg("1.5") == 1.5
     for bad in ("0", "-1", "strong"):
         with pytest.raises(argparse.ArgumentTypeError):
@@ -321,7 +322,9 @@ def _cli_args(add, *argv):
 def test_batch_encode_mirrors_folders_and_never_loses_a_file(tmp_path, capsys):
     """Same stem in two folders -> two outputs; an existing output is kept without --overwrite; an image that
     already carries a message is refused without --force; a file Pillow refuses is that file's error only."""
-    from codec_io import add_decode_arguments, add_encode_arguments, run_decode_cli, run_encode_cli
+    from cli_common import add_decode_arguments, add_encode_arguments
+    from decode_image_pytorch import decode_all as run_decode_cli
+    from encode_image_pytorch import encode_all as run_encode_cli
     runner = BlockRunner()
     src = tmp_path / "mix"
     (src / "sub").mkdir(parents=True)
@@ -448,7 +451,9 @@ def test_every_cli_survives_an_awkward_folder(tmp_path, capsys):
     """One batch over zero-byte, truncated, HTML, 1x1, bomb, 16-bit, CMYK, palette, animated, EXIF-rotated, 20x2000
     and accented files: each bad file is one error line, every good one is encoded and decoded, nothing is lost."""
     import evaluate_pytorch
-    from codec_io import add_decode_arguments, add_encode_arguments, run_decode_cli, run_encode_cli
+    from cli_common import add_decode_arguments, add_encode_arguments
+    from decode_image_pytorch import decode_all as run_decode_cli
+    from encode_image_pytorch import encode_all as run_encode_cli
     from dataset import ImageFolderDataset
     folder, good, bad = awkward_folder(tmp_path / "awk")
     runner = BlockRunner()
@@ -479,7 +484,9 @@ def test_every_cli_survives_an_awkward_folder(tmp_path, capsys):
 
 
 def test_raw_bits_round_trip(tmp_path, capsys):
-    from codec_io import add_decode_arguments, add_encode_arguments, run_decode_cli, run_encode_cli
+    from cli_common import add_decode_arguments, add_encode_arguments
+    from decode_image_pytorch import decode_all as run_decode_cli
+    from encode_image_pytorch import encode_all as run_encode_cli
     runner = BlockRunner()
     Image.new("RGB", (120, 90), (128, 128, 128)).save(tmp_path / "g.png")
     bits = "".join(np.random.default_rng(1).choice(["0", "1"], 100))
@@ -494,3 +501,27 @@ def test_raw_bits_round_trip(tmp_path, capsys):
     args.bits = bits[:50]
     with pytest.raises(ValueError, match="exactly 100 zeros and ones"):
         run_encode_cli(runner, args)
+
+
+def test_load_model_picks_the_backend_and_fails_in_one_line(ckpt, onnx_dir, tmp_path, capsys, monkeypatch):
+    from inference import ModelLoadError, load_model
+    from onnx_inference import OnnxStegaStamp
+    from stegastamp_pytorch import StegaStamp
+    assert isinstance(load_model(ckpt), StegaStamp)
+    assert isinstance(load_model(onnx_dir), OnnxStegaStamp)
+    assert isinstance(load_model([onnx_dir / "encoder.onnx", onnx_dir / "decoder.onnx"]), OnnxStegaStamp)
+    for bad, why in ((onnx_dir / "encoder.onnx", "give its folder"), ([ckpt] * 3, "not 3"),
+                     (tmp_path / "missing.pth", "not found"), (os.path.join(ROOT, "examples", "chelsea.jpg"),
+                                                               r"not a PyTorch checkpoint \(a JPEG image\)")):
+        with pytest.raises(ModelLoadError, match=why):
+            load_model(bad)
+    # the encode script takes an ONNX folder too; a bad model is one line and exit 2
+    Image.new("RGB", (64, 48), (90, 120, 200)).save(tmp_path / "p.png")
+    assert cli(encode_image_pytorch, onnx_dir, "--image", tmp_path / "p.png", "--save_dir", tmp_path / "o") == 0
+    assert cli(decode_image_pytorch, os.path.join(ROOT, "examples", "chelsea.jpg"), "--image", tmp_path / "p.png") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "JPEG" in err[0]
+    # an internal error is not turned into a quiet exit code: it keeps its traceback
+    monkeypatch.setattr(OnnxStegaStamp, "run_encoder", lambda self, s, i: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli(encode_image_pytorch, onnx_dir, "--image", tmp_path / "p.png", "--save_dir", tmp_path / "o2")

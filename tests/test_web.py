@@ -86,7 +86,7 @@ def png_bytes(data_url):
 
 def test_page_encodes_python_decodes_and_back(page, tmp_path):
     from onnx_inference import OnnxStegaStamp
-    from codec_io import load_image
+    from image_io import load_image
     py = OnnxStegaStamp(os.path.join(ROOT, "pretrained", "onnx"))
     # encoded in the page (full resolution), read by the Python decoder
     url = run_js(page, "const im = await window.toImageData('/examples/chelsea.jpg');"

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from codec_io import CODES, SecretCodec
+from secret_codec import CODES, SecretCodec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = shutil.which("node")

@@ -1,4 +1,4 @@
-// The secret codec in JavaScript: the same layout and checks as codec_io.SecretCodec (Python), bit for bit.
+// The secret codec in JavaScript: the same layout and checks as secret_codec.SecretCodec (Python), bit for bit.
 //
 //   const codec = new SecretCodec({secret_size: 100, data_bytes: 7, bch_t: 5, bch_prim_poly: 137});
 //   const bits = codec.encode("Hello!");        // Uint8Array(100) of 0/1

@@ -1,5 +1,5 @@
 // StegaStamp in the browser: encoder.onnx / decoder.onnx on onnxruntime-web (WASM; WebGPU where available), the
-// same behaviour as the Python scripts (codec_io.StegaStampRunner): the whole image resized to the model size
+// same behaviour as the Python scripts (inference.StegaStampRunner): the whole image resized to the model size
 // (Pillow's bicubic), the residual upsampled (bilinear) onto the untouched full-resolution photo, `strength`,
 // BCH-verified decoding with the corrected-bit count and the confidence (mean |2p - 1| over the bits).
 //
@@ -161,7 +161,7 @@ export class StegaStamp {
       image: new ort.Tensor("float32", x, [1, 3, mh, mw]),
     });
     const r = out.residual.data;
-    // as codec_io.add_residual_full_res: residual -> uint8 around 128 -> bilinear to full size -> cover + r - 128
+    // as inference.add_residual_full_res: residual -> uint8 around 128 -> bilinear to full size -> cover + r - 128
     const offset = Float32Array.from(r, (v) => Math.min(255, Math.max(0, Math.round(v * strength * 255) + 128)));
     const up = mh === h && mw === w ? offset : resize(offset, mh, mw, h, w, "bilinear");
     const result = new ImageData(w, h);
