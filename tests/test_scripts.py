@@ -525,3 +525,25 @@ def test_load_model_picks_the_backend_and_fails_in_one_line(ckpt, onnx_dir, tmp_
     monkeypatch.setattr(OnnxStegaStamp, "run_encoder", lambda self, s, i: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli(encode_image_pytorch, onnx_dir, "--image", tmp_path / "p.png", "--save_dir", tmp_path / "o2")
+
+
+def test_readme_quick_start_golden(tmp_path, monkeypatch, capsys):
+    """The README's first command with the shipped model, as written (after its pip install): 'Hello' hidden in
+    examples/chelsea.jpg at full size and read back; the same image read through ONNX Runtime."""
+    import re
+    import shlex
+    readme = open(os.path.join(ROOT, "README_PYTORCH.md"), encoding="utf-8").read()
+    line = re.search(r"```bash\n(pip install -r requirements_pytorch.txt && python encode_image_pytorch.py.*)\n", readme)
+    steps = [shlex.split(part) for part in line.group(1).split(" && ")[1:]]
+    monkeypatch.chdir(tmp_path)
+    for f in ("pretrained", "examples"):
+        os.symlink(os.path.join(ROOT, f), tmp_path / f)
+    for argv in steps:
+        module = {"encode_image_pytorch.py": encode_image_pytorch, "decode_image_pytorch.py": decode_image_pytorch}[argv[1]]
+        assert module.main(module.get_parser().parse_args(argv[2:])) == 0
+    out = capsys.readouterr().out
+    assert "out/chelsea_hidden.png: 'Hello' (corrected" in out
+    assert Image.open(tmp_path / "out" / "chelsea_hidden.png").size == (451, 300)
+    assert cli(decode_image_pytorch, os.path.join(ROOT, "pretrained", "onnx"), "--image",
+               tmp_path / "out" / "chelsea_hidden.png") == 0
+    assert "'Hello'" in capsys.readouterr().out
