@@ -21,7 +21,7 @@ class SecretError(ValueError):
 CODES = {
     "bch_100": (100, 7, 5, 137),          # the original: 7 bytes, 5 correctable bit errors, GF(2^7)
     "bch_100_robust": (100, 5, 8, 137),   # 5 bytes, 8 errors: for harsh channels (print, phone camera)
-    "bch_100_long": (100, 9, 3, 137),     # 9 bytes, 3 errors: clean channels only (1-2% wrong messages beyond t)
+    "bch_100_long": (100, 9, 3, 137),     # 9 bytes, 3 errors: clean channels only (2-3% wrong messages beyond t)
     "bch_256": (256, 23, 8, 285),         # 256-bit model: 23 bytes, 8 errors, GF(2^8)
     "bch_256_robust": (256, 20, 12, 285),  # 256-bit model: 20 bytes, 12 errors
 }

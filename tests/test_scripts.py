@@ -547,3 +547,21 @@ def test_readme_quick_start_golden(tmp_path, monkeypatch, capsys):
     assert cli(decode_image_pytorch, os.path.join(ROOT, "pretrained", "onnx"), "--image",
                tmp_path / "out" / "chelsea_hidden.png") == 0
     assert "'Hello'" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_one_line(ckpt, tmp_path, capsys):
+    import torch as _torch
+    Image.new("RGB", (64, 48)).save(tmp_path / "p.png")
+    if not _torch.cuda.is_available():
+        assert cli(encode_image_pytorch, ckpt, "--image", tmp_path / "p.png", "--device", "cuda",
+                   "--save_dir", tmp_path / "o") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: --device cuda: no CUDA GPU is available on this machine (use --device cpu)"]
+    for flag, value, why in (("--batch_size", "0", "must be at least 1"), ("--strength", "0", "must be > 0")):
+        with pytest.raises(SystemExit):
+            encode_image_pytorch.get_parser().parse_args([str(ckpt), "--image", "x.png", flag, value])
+        assert why in capsys.readouterr().err
+    assert cli(encode_image_pytorch, ckpt, "--image", tmp_path / "p.png", "--secret", "", "--save_dir",
+               tmp_path / "o") == 2
+    assert "the secret is empty" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()                                # nothing written
