@@ -6,7 +6,7 @@ import pytest
 
 SCRIPTS = ["train_pytorch", "encode_image_pytorch", "decode_image_pytorch", "export_onnx", "onnx_inference",
            "evaluate_pytorch", "evaluate_jpeg", "evaluate_codec", "benchmark_train", "benchmark_inference",
-           "release_checkpoint", "plot_metrics", "prepare_photos"]
+           "release_checkpoint", "plot_metrics", "prepare_photos", "detect_decode"]
 
 
 def parser_of(name):

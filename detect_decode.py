@@ -1,0 +1,237 @@
+"""Find, rectify and read StegaStamps in camera photos and video: quadrilateral detection, homography, decode.
+
+    python detect_decode.py --image photo_of_a_print.jpg                  # prints each message found and its corners
+    python detect_decode.py --images_dir shots/ --save_dir annotated/ --json
+    python detect_decode.py --video clip.mp4 --save_video annotated.mp4 --json
+    python detect_decode.py --camera 0                                    # a webcam, until Ctrl-C
+
+The detector here is classical (no trained network yet): edges -> contours -> convex quadrilaterals (the printed or
+displayed photo, with or without a white paper frame) -> homography -> the quad rectified to the model's size ->
+decoded in its 4 rotations; only BCH-verified messages are reported. It needs the stamp's outline to be visible
+against its surroundings; a learned segmentation detector (the original's BiSeNet idea) is future work. In video,
+a message is confirmed once it was read in --confirm of the last --window frames, so a single misread never shows.
+The model is a .pth checkpoint or an ONNX export folder (default: the shipped ONNX model, no torch needed); needs
+OpenCV (pip install opencv-python-headless).
+"""
+import argparse
+import json
+import os
+import sys
+from collections import deque
+
+import numpy as np
+from PIL import Image
+
+from cli_common import positive_int
+from image_io import ImageLoadError, list_images, load_image, save_image
+from inference import ModelLoadError, load_model
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL = os.path.join(ROOT, "pretrained", "onnx")
+
+
+def order_corners(pts):
+    """4 points -> [top-left, top-right, bottom-right, bottom-left] (by the sums and differences of x and y)."""
+    pts = np.asarray(pts, np.float32).reshape(4, 2)
+    s, d = pts.sum(1), np.diff(pts, axis=1).ravel()
+    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
+
+
+def find_quads(rgb, min_area=0.01, max_quads=8):
+    """Convex quadrilaterals in an RGB uint8 frame, largest first: [(4, 2) float32 corners]."""
+    import cv2
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (5, 5), 0)
+    med = float(np.median(grey))
+    edges = cv2.Canny(grey, int(max(0, 0.5 * med)), int(min(255, 1.5 * med + 20)))
+    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    h, w = grey.shape
+    quads = []
+    for c in sorted(contours, key=cv2.contourArea, reverse=True):
+        area = cv2.contourArea(c)
+        if area < min_area * h * w:
+            break
+        approx = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)
+        if len(approx) == 4 and cv2.isContourConvex(approx):
+            q = order_corners(approx)
+            if all(np.abs(q - other).max() > 4 for other in quads):   # the same outline traced twice
+                quads.append(q)
+        if len(quads) >= max_quads:
+            break
+    return quads
+
+
+def quad_area(quad):
+    x, y = quad[:, 0], quad[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))   # shoelace
+
+
+def rectify(rgb, quad, size):
+    """The quad's content warped to a (h, w) = size upright rectangle (PIL RGB)."""
+    import cv2
+    h, w = size
+    dst = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+    M = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
+    return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
+
+
+def detect(model, rgb, min_area=0.01):
+    """-> list of {message, corrected_bits, corners, confidence} for every quad that reads, in the 4 rotations.
+    A message read from nested quads (a photo inside its white frame) is reported once, with the inner corners."""
+    size = (model.size[0] * 2, model.size[1] * 2)     # rectify at 2x the model size; the model resizes it down
+    quads = find_quads(rgb, min_area)
+    if not quads:
+        return []
+    crops = []
+    for q in quads:
+        up = rectify(rgb, q, size)
+        crops += [up.rotate(90 * k, expand=True) for k in range(4)]
+    results = model.decode_batch(crops)
+    found = []
+    # smallest first: of nested outlines that read the same message (a photo and its paper frame), the photo's own
+    # corners are reported
+    for i in sorted(range(len(quads)), key=lambda j: quad_area(quads[j])):
+        q = quads[i]
+        for k in range(4):
+            res = results[4 * i + k]
+            if res.ok and not any(f["message"] == res.message for f in found):
+                corners = np.roll(q, -k, axis=0)           # the stamp's own top-left first
+                found.append({"message": res.message, "corrected_bits": res.corrected_bits,
+                              "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in corners],
+                              "confidence": round(float(res.confidence), 4)})
+                break
+    return found
+
+
+def annotate(rgb, detections):
+    import cv2
+    out = rgb.copy()
+    for d in detections:
+        pts = np.array(d["corners"], np.int32)
+        cv2.polylines(out, [pts], True, (0, 255, 0), max(2, rgb.shape[1] // 400))
+        cv2.putText(out, d["message"], tuple(int(v) for v in pts[0] + [4, -8]), cv2.FONT_HERSHEY_SIMPLEX,
+                    max(0.6, rgb.shape[1] / 1200), (0, 255, 0), 2, cv2.LINE_AA)
+    return out
+
+
+class Confirmer:
+    """A message counts once it was read in `confirm` of the last `window` frames (no single-frame flicker)."""
+
+    def __init__(self, window=5, confirm=2):
+        self.recent, self.confirm = deque(maxlen=window), confirm
+
+    def update(self, detections):
+        self.recent.append({d["message"] for d in detections})
+        counts = {}
+        for frame in self.recent:
+            for m in frame:
+                counts[m] = counts.get(m, 0) + 1
+        return [d for d in detections if counts[d["message"]] >= self.confirm]
+
+
+def frames(args):
+    """(name, frame index or None, RGB uint8) for the chosen input; unreadable files -> (name, None, error str)."""
+    if args.image or args.images_dir:
+        paths = [args.image] if args.image else list_images(args.images_dir)
+        for p in paths:
+            try:
+                yield p, None, np.asarray(load_image(p))
+            except ImageLoadError as e:
+                yield p, None, str(e)
+        return
+    import cv2
+    source = args.video if args.video else args.camera
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise ImageLoadError(f"{source}: cannot open this video" + ("" if args.video else " camera"))
+    i = 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield (args.video or f"camera{args.camera}"), i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="one photo")
+    src.add_argument("--images_dir", help="a folder of photos (recursive)")
+    src.add_argument("--video", help="a video file (anything OpenCV reads)")
+    src.add_argument("--camera", type=int, help="a camera index (0: the first webcam)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a .pth checkpoint or an ONNX export folder")
+    p.add_argument("--save_dir", default=None, help="write annotated copies (polygon + message) here")
+    p.add_argument("--save_video", default=None, help="with --video/--camera: write the annotated video here")
+    p.add_argument("--json", action="store_true", help="print one JSON list of {file, frame, detections} at the end")
+    p.add_argument("--min_area", type=float, default=0.01, help="smallest stamp, as a fraction of the frame area")
+    p.add_argument("--window", type=positive_int, default=5, help="video: frames a message is confirmed over")
+    p.add_argument("--confirm", type=positive_int, default=2, help="video: reads needed within --window frames")
+    p.add_argument("--overwrite", action="store_true", help="replace existing annotated outputs")
+    return p
+
+
+def main(args) -> int:
+    import cv2
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    video = args.video is not None or args.camera is not None
+    if args.save_video and not video:
+        print("error: --save_video needs --video or --camera", file=sys.stderr)
+        return 2
+    for out in (args.save_video,):
+        if out and os.path.exists(out) and not args.overwrite:
+            print(f"error: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
+            return 2
+    confirmer, writer, rows, failures = Confirmer(args.window, args.confirm), None, [], 0
+    try:
+        for name, index, rgb in frames(args):
+            if isinstance(rgb, str):
+                print(f"error: {rgb}", file=sys.stderr)
+                failures += 1
+                rows.append({"file": name, "frame": index, "detections": [], "error": rgb})
+                continue
+            found = detect(model, rgb, args.min_area)
+            shown = confirmer.update(found) if video else found
+            rows.append({"file": name, "frame": index, "detections": shown})
+            if not args.json:
+                where = f"{name}" + (f" frame {index}" if index is not None else "")
+                print(f"{where}: " + (", ".join(f"{d['message']!r} at {d['corners']}" for d in shown)
+                                      if shown else "no message found"), flush=True)
+            if args.save_dir and not video:
+                out = os.path.join(args.save_dir, os.path.splitext(os.path.basename(name))[0] + "_detected.png")
+                if os.path.exists(out) and not args.overwrite:
+                    print(f"error: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
+                    failures += 1
+                else:
+                    save_image(Image.fromarray(annotate(rgb, shown)), out)
+            if args.save_video:
+                if writer is None:
+                    h, w = rgb.shape[:2]
+                    writer = cv2.VideoWriter(args.save_video, cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+                writer.write(cv2.cvtColor(annotate(rgb, shown), cv2.COLOR_RGB2BGR))
+    except ImageLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if writer is not None:
+            writer.release()
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    n_found = sum(bool(r["detections"]) for r in rows)
+    if len(rows) > 1:
+        print(f"{len(rows)} {'frames' if video else 'images'}: {n_found} with a message"
+              + (f", {failures} failed" if failures else ""), file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))

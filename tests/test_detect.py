@@ -1,0 +1,95 @@
+"""detect_decode.py: a printed-and-photographed stamp simulated by a perspective warp into a background (with a white
+paper frame), found, rectified and read; rotations; nothing claimed on a frame without a stamp; video confirmation;
+the CLI's JSON, annotated images and video. Uses the shipped ONNX model."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+cv2 = pytest.importorskip("cv2", reason="detect_decode.py needs OpenCV (pip install opencv-python-headless)")
+
+import detect_decode as D
+from image_io import load_image
+from inference import load_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(os.path.join(ROOT, "pretrained", "onnx"))
+
+
+@pytest.fixture(scope="module")
+def stamp(model):
+    return model.encode(load_image(os.path.join(ROOT, "examples", "chelsea.jpg")), "Hello")[0]
+
+
+def scene(stamp, seed=0, border=16, jitter=0.08, size=(900, 700), turn=0, shift=(0, 0)):
+    """The stamp in a white frame, turned by `turn` quarter turns, warped into a dark random background.
+    -> (RGB frame, the stamp's own corners in the frame, starting at its top-left)."""
+    rng = np.random.default_rng(seed)
+    W, H = size
+    framed = ImageOps.expand(stamp, border, fill=(250, 250, 250))
+    fw, fh = framed.size
+    inner = np.array([[border, border], [border + stamp.width, border], [border + stamp.width, border + stamp.height],
+                      [border, border + stamp.height]], np.float32)
+    src = np.array([[0, 0], [fw, 0], [fw, fh], [0, fh]], np.float32)
+    s = 0.6 * min(W / fw, H / fh)
+    dst = (src - [fw / 2, fh / 2]) * s
+    angle = np.pi / 2 * turn
+    dst = dst @ np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]], np.float32)
+    dst = dst + [W / 2 + shift[0], H / 2 + shift[1]] + rng.uniform(-jitter, jitter, (4, 2)) * [fw * s, fh * s]
+    M = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+    bg = cv2.resize((rng.random((H // 10, W // 10, 3)) * 90).astype(np.uint8), (W, H), interpolation=cv2.INTER_CUBIC)
+    frame = cv2.warpPerspective(np.asarray(framed), M, (W, H), dst=bg.copy(), borderMode=cv2.BORDER_TRANSPARENT)
+    return frame, cv2.perspectiveTransform(inner[None], M)[0]
+
+
+@pytest.mark.parametrize("seed,turn", [(0, 0), (1, 0), (2, 1), (3, 2)])
+def test_finds_rectifies_and_reads(model, stamp, seed, turn):
+    frame, corners = scene(stamp, seed, turn=turn)
+    found = D.detect(model, frame)
+    assert [f["message"] for f in found] == ["Hello"]
+    assert np.abs(np.array(found[0]["corners"]) - corners).max() < 4      # the photo's corners, its top-left first
+
+
+def test_nothing_claimed_without_a_stamp(model, stamp):
+    unmarked = load_image(os.path.join(ROOT, "examples", "chelsea.jpg"))
+    frame, _ = scene(unmarked, 5)
+    assert D.find_quads(frame) and D.detect(model, frame) == []           # a quad is found, no message is read
+
+
+def test_video_confirms_across_frames(model, stamp):
+    conf = D.Confirmer(window=5, confirm=2)
+    frames = [scene(stamp, i, shift=(8 * i, 0))[0] for i in range(3)]
+    shown = [conf.update(D.detect(model, f)) for f in frames]
+    assert shown[0] == [] and [d["message"] for d in shown[1]] == ["Hello"]   # confirmed on the second read
+    assert [d['message'] for d in conf.update(D.detect(model, frames[0]))] == ['Hello']   # still within the window
+
+
+def test_cli_images_video_json(model, stamp, tmp_path, capsys):
+    d = tmp_path / "shots"
+    d.mkdir()
+    Image.fromarray(scene(stamp, 0)[0]).save(d / "a.png")
+    Image.fromarray(scene(load_image(os.path.join(ROOT, "examples", "chelsea.jpg")), 1)[0]).save(d / "b.png")
+    (d / "broken.jpg").write_bytes(b"not an image")
+    parse = lambda *a: D.get_parser().parse_args([str(x) for x in a])
+    assert D.main(parse("--images_dir", d, "--json", "--save_dir", tmp_path / "ann")) == 1   # one unreadable file
+    rows = json.loads(capsys.readouterr().out)
+    by_file = {os.path.basename(r["file"]): r for r in rows}
+    assert [x["message"] for x in by_file["a.png"]["detections"]] == ["Hello"]
+    assert by_file["b.png"]["detections"] == [] and "error" in by_file["broken.jpg"]
+    assert (tmp_path / "ann" / "a_detected.png").exists()
+    video = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 10, (900, 700))
+    for i in range(4):
+        writer.write(cv2.cvtColor(scene(stamp, i, shift=(6 * i, 0))[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    assert D.main(parse("--video", video, "--json", "--save_video", tmp_path / "out.mp4")) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["detections"] == [] and all(r["detections"][0]["message"] == "Hello" for r in rows[1:])
+    assert os.path.getsize(tmp_path / "out.mp4") > 0
