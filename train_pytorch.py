@@ -313,6 +313,18 @@ def check_ranks_in_sync(modules, device):
         raise RuntimeError(f"DDP ranks diverged: max parameter difference {max_diff.item():.3g}")
 
 
+def load_weights(path, cfg, nets):
+    """One loader for --pretrained (resume) and --init_from (new run from weights): read the checkpoint, check that
+    it was made for the model these flags describe, load every network it holds. -> the checkpoint dict."""
+    ckpt = read_checkpoint(path)
+    if ModelConfig.from_dict(ckpt["model_config"]) != cfg:
+        raise SystemExit(f"error: {path} holds a model with {ckpt['model_config']}, these flags give {asdict(cfg)}")
+    for module, key in nets:
+        if ckpt.get(key) is not None:
+            load_state(module, ckpt[key], key, path)
+    return ckpt
+
+
 def check_new_run(args):
     """A run name that already holds checkpoints or logs is only reused on request: resume it with --pretrained, or
     replace it with --overwrite (its old checkpoints and logs are deleted first, so nothing is mixed)."""
@@ -608,25 +620,14 @@ def main(args):
     encoder, decoder, critic = StegaStampEncoder(cfg), StegaStampDecoder(cfg), Discriminator(cfg)
     start_step, gate_step, resumed, recent_acc = 0, None, None, []
     log_gain = 0.0   # --adaptive_image_loss: log of the image-loss gain
+    nets = ((encoder, "encoder"), (decoder, "decoder"), (critic, "discriminator"))
     if args.pretrained:
-        resumed = read_checkpoint(args.pretrained)
-        if ModelConfig.from_dict(resumed["model_config"]) != cfg:
-            raise SystemExit(f"error: {args.pretrained} was trained with {resumed['model_config']}, "
-                             f"these flags give {asdict(cfg)}")
-        load_state(encoder, resumed["encoder"], "encoder", args.pretrained)
-        load_state(decoder, resumed["decoder"], "decoder", args.pretrained)
-        if resumed.get("discriminator") is not None:
-            load_state(critic, resumed["discriminator"], "discriminator", args.pretrained)
+        resumed = load_weights(args.pretrained, cfg, nets)
         start_step, gate_step = resumed["step"], resumed.get("gate_step")
         log_gain = float(resumed.get("log_image_gain", 0.0))
         recent_acc = list(resumed.get("recent_acc") or [])
     elif args.init_from:
-        init = read_checkpoint(args.init_from)
-        if ModelConfig.from_dict(init["model_config"]) != cfg:
-            raise SystemExit(f"error: {args.init_from} has {init['model_config']}, these flags give {asdict(cfg)}")
-        for m, key in ((encoder, "encoder"), (decoder, "decoder"), (critic, "discriminator")):
-            if init.get(key) is not None:
-                load_state(m, init[key], key, args.init_from)
+        init = load_weights(args.init_from, cfg, nets)
         log.print(f"initialised from the weights of {args.init_from} (step {init.get('step')} there)")
     mem = torch.channels_last if args.channels_last else torch.contiguous_format
     for m in (encoder, decoder, critic):

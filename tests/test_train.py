@@ -62,7 +62,7 @@ def test_resume_is_exact(tmp_path):
 
 def test_resume_refuses_other_model_config(tmp_path):
     run(tmp_path, "a", "--num_steps", "1")
-    with pytest.raises(SystemExit, match="was trained with"):
+    with pytest.raises(SystemExit, match="holds a model with .*these flags give"):
         run(tmp_path, "a", "--num_steps", "2", "--size", "48", "--pretrained", str(tmp_path / "ckpt" / "a" / "a_final.pth"))
 
 
