@@ -3,7 +3,7 @@
 Both yield (image (3, H, W) float32 in [0,1], secret (L,) float32 in {0,1}), with fresh Bernoulli(0.5) bits each
 time an item is read (the original draws a new random secret per sample). An item can be asked for as `ds[idx]`
 (randomness from torch's global RNG) or as `ds[(idx, seed)]` (randomness from that seed alone), which makes training
-data independent of DataLoader workers and exactly reproducible on resume (see train_pytorch.SeededSampler).
+data independent of DataLoader workers and exactly reproducible on resume (SeededSampler below makes the keys).
 
     ds = ImageFolderDataset("data/mirflickr", size=(400, 400), secret_size=100)
     ds = BuiltinPhotosDataset(size=(128, 128), secret_size=100, split="train", length=1000)
@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from image_io import ImageLoadError, fit_image, image_to_array, list_images, load_image
 
@@ -34,6 +34,26 @@ def split_key(key):
 def to_chw(img: Image.Image) -> torch.Tensor:
     """PIL RGB -> (3, H, W) float32 in [0,1]."""
     return torch.from_numpy(image_to_array(img)).permute(2, 0, 1).contiguous()
+
+
+class SeededSampler(Sampler):
+    """Infinite stream of (index, seed) keys, a pure function of (seed, rank, item number).
+
+    Samples with replacement like the original. Because every item's randomness (which image, crop, secret bits)
+    comes from its own seed, the stream does not depend on DataLoader workers, and resuming at step s only needs
+    start = s * batch_size: the resumed run sees exactly the data of an uninterrupted one.
+    """
+
+    def __init__(self, n, seed, rank=0, start=0):
+        self.n, self.seed, self.rank, self.start = n, seed, rank, start
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            item_seed = (self.seed * 1_000_003 + self.rank) * 1_000_000_007 + k
+            g = torch.Generator().manual_seed(item_seed % (2 ** 63))
+            yield int(torch.randint(self.n, (1,), generator=g)), int(torch.randint(2 ** 62, (1,), generator=g))
+            k += 1
 
 
 def random_crop(img: Image.Image, size, min_scale, gen=None, max_scale=1.0) -> Image.Image:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from dataset import BuiltinPhotosDataset, ImageFolderDataset
+from dataset import BuiltinPhotosDataset, ImageFolderDataset, SeededSampler
 from image_io import ImageLoadError
 from secret_codec import CODES
 from models_pytorch import (CheckpointError, Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder,
@@ -41,26 +41,6 @@ BORDERS = ("no_edge", "black", "random", "randomrgb", "image", "white")
 #################################################################################
 #                                  Data                                         #
 #################################################################################
-
-class SeededSampler(Sampler):
-    """Infinite stream of (index, seed) keys, a pure function of (seed, rank, item number).
-
-    Samples with replacement like the original. Because every item's randomness (which image, crop, secret bits)
-    comes from its own seed, the stream does not depend on DataLoader workers, and resuming at step s only needs
-    start = s * batch_size: the resumed run sees exactly the data of an uninterrupted one.
-    """
-
-    def __init__(self, n, seed, rank=0, start=0):
-        self.n, self.seed, self.rank, self.start = n, seed, rank, start
-
-    def __iter__(self):
-        k = self.start
-        while True:
-            item_seed = (self.seed * 1_000_003 + self.rank) * 1_000_000_007 + k
-            g = torch.Generator().manual_seed(item_seed % (2 ** 63))
-            yield int(torch.randint(self.n, (1,), generator=g)), int(torch.randint(2 ** 62, (1,), generator=g))
-            k += 1
-
 
 def make_loader(args, cfg, rank, start_step, device):
     if args.train_path:
