@@ -506,29 +506,8 @@ def get_parser():
     g = p.add_argument_group("augmentation (transform_net)")
     g.add_argument("--rnd_trans", type=float, default=0.1,
                    help="largest perspective corner jitter, as a fraction of the image size")
-    g.add_argument("--rnd_bri", type=float, default=0.3,
-                   help="largest brightness offset (per image; hue adds --rnd_hue per channel)")
-    g.add_argument("--rnd_noise", type=float, default=0.02, help="largest Gaussian noise sigma (images in [0,1])")
-    g.add_argument("--rnd_sat", type=float, default=1.0, help="largest desaturation (1: up to full greyscale)")
-    g.add_argument("--rnd_hue", type=float, default=0.1, help="largest per-channel colour offset")
-    g.add_argument("--contrast_low", type=float, default=0.5, help="lowest contrast factor")
-    g.add_argument("--contrast_high", type=float, default=1.5, help="highest contrast factor")
-    g.add_argument("--jpeg_quality", type=float, default=25,
-                   help="lowest quality of the differentiable JPEG (drawn in [q, 100]; base.sh: 50)")
-    g.add_argument("--no_jpeg", action="store_true", help="no differentiable JPEG in the augmentations")
-    g.add_argument("--jpeg_rounding", choices=("round_only_at_0", "ste"), default="round_only_at_0",
-                   help="JPEG rounding: the original's x^3 near 0 (round_only_at_0) or true rounding with a "
-                   "straight-through gradient (ste)")
-    g.add_argument("--jpeg_tables", choices=("original", "libjpeg"), default="original",
-                   help="quantisation tables: the original's (luma table transposed) or libjpeg's")
+    add_augment_arguments(g)
     g.add_argument("--rnd_trans_ramp", type=int, default=10000, help="steps over which the perspective jitter ramps in")
-    g.add_argument("--rnd_bri_ramp", type=int, default=1000, help="steps over which the brightness change ramps in")
-    g.add_argument("--rnd_sat_ramp", type=int, default=1000, help="steps over which the desaturation ramps in")
-    g.add_argument("--rnd_hue_ramp", type=int, default=1000, help="steps over which the colour offsets ramp in")
-    g.add_argument("--rnd_noise_ramp", type=int, default=1000, help="steps over which the noise ramps in")
-    g.add_argument("--contrast_ramp", type=int, default=1000, help="steps over which the contrast change ramps in")
-    g.add_argument("--jpeg_quality_ramp", type=float, default=1000,
-                   help="steps over which the JPEG quality falls from 100 to --jpeg_quality")
     g.add_argument("--exact_unwarp", action="store_true",
                    help="normalise M^-1 (the original's unwarp is only approximately the inverse)")
     g = p.add_argument_group("logging and checkpoints")
@@ -569,9 +548,21 @@ def code_fields(args) -> dict:
     return fields_
 
 
+def add_augment_arguments(group):
+    """One flag per AugmentConfig field: --name, the field's default and type, the help (and choices) of its
+    metadata. The defaults are written once, in utils_pytorch.AugmentConfig."""
+    for f in fields(AugmentConfig):
+        if f.type in (bool, "bool"):
+            group.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
+        else:
+            kind = {"float": float, "int": int, "str": str}.get(f.type, f.type)
+            group.add_argument(f"--{f.name}", type=kind, default=f.default, choices=f.metadata.get("choices"),
+                               help=f.metadata["help"])
+
+
 def aug_config(args):
-    """AugmentConfig from the flags of the same names (fields without a flag keep their defaults)."""
-    return AugmentConfig(**{f.name: getattr(args, f.name) for f in fields(AugmentConfig) if hasattr(args, f.name)})
+    """AugmentConfig from the flags of the same names (every field has one)."""
+    return AugmentConfig(**{f.name: getattr(args, f.name) for f in fields(AugmentConfig)})
 
 
 #################################################################################

@@ -11,7 +11,7 @@ original. Images are (B, 3, H, W) float in [0,1] unless a docstring says otherwi
 """
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -182,24 +182,34 @@ def ramp(step, ramp_steps) -> float:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strengths and ramps of transform_net (train.py flags and defaults; base.sh changes only jpeg_quality to 50)."""
-    rnd_bri: float = 0.3
-    rnd_hue: float = 0.1
-    rnd_noise: float = 0.02
-    rnd_sat: float = 1.0
-    contrast_low: float = 0.5
-    contrast_high: float = 1.5
-    jpeg_quality: float = 25.0
-    no_jpeg: bool = False
-    rnd_bri_ramp: int = 1000
-    rnd_hue_ramp: int = 1000
-    rnd_noise_ramp: int = 1000
-    rnd_sat_ramp: int = 1000
-    contrast_ramp: int = 1000
-    jpeg_quality_ramp: float = 1000.0
-    jpeg_rounding: str = "round_only_at_0"   # or 'ste' (true rounding, straight-through gradient)
-    jpeg_tables: str = "original"            # or 'libjpeg' (real-JPEG table orientation, see _Y_TABLE)
-    no_blur: bool = False                     # not in the original (blur is never ramped there)
+    """Strengths and ramps of transform_net (train.py flags and defaults; base.sh changes only jpeg_quality to 50).
+    train_pytorch.py makes one flag per field (--name, this default, the help below): defaults live only here."""
+    rnd_bri: float = field(default=0.3, metadata={
+        "help": "largest brightness offset (per image; hue adds --rnd_hue per channel)"})
+    rnd_hue: float = field(default=0.1, metadata={"help": "largest per-channel colour offset"})
+    rnd_noise: float = field(default=0.02, metadata={"help": "largest Gaussian noise sigma (images in [0,1])"})
+    rnd_sat: float = field(default=1.0, metadata={"help": "largest desaturation (1: up to full greyscale)"})
+    contrast_low: float = field(default=0.5, metadata={"help": "lowest contrast factor"})
+    contrast_high: float = field(default=1.5, metadata={"help": "highest contrast factor"})
+    jpeg_quality: float = field(default=25.0, metadata={
+        "help": "lowest quality of the differentiable JPEG (drawn in [q, 100]; base.sh: 50)"})
+    no_jpeg: bool = field(default=False, metadata={"help": "no differentiable JPEG in the augmentations"})
+    rnd_bri_ramp: int = field(default=1000, metadata={"help": "steps over which the brightness change ramps in"})
+    rnd_hue_ramp: int = field(default=1000, metadata={"help": "steps over which the colour offsets ramp in"})
+    rnd_noise_ramp: int = field(default=1000, metadata={"help": "steps over which the noise ramps in"})
+    rnd_sat_ramp: int = field(default=1000, metadata={"help": "steps over which the desaturation ramps in"})
+    contrast_ramp: int = field(default=1000, metadata={"help": "steps over which the contrast change ramps in"})
+    jpeg_quality_ramp: float = field(default=1000.0, metadata={
+        "help": "steps over which the JPEG quality falls from 100 to --jpeg_quality"})
+    jpeg_rounding: str = field(default="round_only_at_0", metadata={
+        "choices": ("round_only_at_0", "ste"),
+        "help": "JPEG rounding: the original's x^3 near 0 (round_only_at_0) or true rounding with a straight-through "
+                "gradient (ste)"})
+    jpeg_tables: str = field(default="original", metadata={
+        "choices": ("original", "libjpeg"),
+        "help": "quantisation tables: the original's (luma table transposed) or libjpeg's"})
+    no_blur: bool = field(default=False, metadata={"help": "no random blur (not in the original, where blur is "
+                                                           "never ramped)"})
 
 
 def _uniform(shape, low, high, device, generator=None):
