@@ -145,7 +145,7 @@ def _matplotlib(name):
     return load
 
 
-# The photographs shipped inside scikit-image, scikit-learn and matplotlib (SPEC §4). The held-out split is
+# The photographs shipped inside scikit-image, scikit-learn and matplotlib (no download needed). The held-out split is
 # never used for training, so models can be evaluated on photos they have not seen.
 BUILTIN_PHOTOS = {
     "astronaut": _skimage("astronaut"),

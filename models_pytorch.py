@@ -1,8 +1,8 @@
 """StegaStamp networks (encoder, decoder with STN, WGAN critic), their config, and checkpoints.
 
-A layer-by-layer port of the TF 1.13 models.py (SPEC §1.2-1.4): same widths, kernels, strides, activations,
-initialisers, the -0.5 input shift and TF 'same' padding, so the parameter counts at 400x400 equal the released
-model's (SPEC §1.5). Sizes are derived from ModelConfig; nothing is tied to 400x400.
+A layer-by-layer port of the TF 1.13 models.py (StegaStampEncoder, StegaStampDecoder, Discriminator): same widths,
+kernels, strides, activations, initialisers, the -0.5 input shift and TF 'same' padding, so the parameter counts at
+400x400 equal the released model's (its variables file). Sizes are derived from ModelConfig; nothing is tied to 400x400.
 
     cfg = ModelConfig()                                   # 400x400, 100 bits
     enc, dec = StegaStampEncoder(cfg), StegaStampDecoder(cfg)
@@ -81,7 +81,8 @@ def same_out(size: int, n_stride2: int) -> int:
 class Conv2dSame(nn.Conv2d):
     """nn.Conv2d with TensorFlow 'same' padding, optionally followed by ReLU.
 
-    PyTorch's padding=1 pads both sides; for stride 2 on even sizes TF pads 0 before and 1 after (SPEC §1.6).
+    PyTorch's padding=1 pads both sides; for stride 2 on even sizes TF pads 0 before and 1 after
+    (tf.layers.Conv2D padding='same').
     Matching it keeps the sampling grid of the original, so ported TF weights produce the same outputs.
     """
 
@@ -195,7 +196,7 @@ class StegaStampDecoder(nn.Module):
 
     The STN warp uses affine_grid/grid_sample semantics (align_corners=True, border padding), the close analogue of
     the pip `stn` sampler the original used; that sampler's (W-2)/2 scaling shrinks even the identity by 398/399,
-    which matters only for bit-exact decoding of TF weights (SPEC §1.6), not for training.
+    which matters only for bit-exact decoding of TF weights (tf.layers.Conv2D padding='same'), not for training.
     """
 
     def __init__(self, cfg: ModelConfig):

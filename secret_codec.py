@@ -44,7 +44,7 @@ class DecodeResult:
 class SecretCodec:
     """Packs a short UTF-8 text into `secret_size` bits with BCH error correction (port of encode/decode_image.py).
 
-    Layout (SPEC §1.12), computed from the code, not hard-coded:
+    Layout (encode_image.py / decode_image.py of the original), computed from the code, not hard-coded:
         [data_bytes * 8 data bits | ecc_bytes * 8 ECC bits | zero pad bits up to secret_size], MSB first per byte.
     With the defaults: 56 + 40 + 4 = 100 bits; BCH over GF(2^7) (prim_poly 137 = x^7+x^3+1) corrects up to t=5 flips
     among the 56 data + 35 ECC bits it uses (the last 5 bits of the ECC bytes are unused).

@@ -1,4 +1,4 @@
-"""Train StegaStamp (port of train.py + models.py:build_model, SPEC §1.7-1.10) on a CPU, one GPU or many GPUs.
+"""Train StegaStamp (port of train.py + models.py:build_model) on a CPU, one GPU or many GPUs.
 
 The released model's settings (scripts/base.sh), 400 px, on your own photos:
     python train_pytorch.py base --train_path data/mirflickr --secret_size 100 --num_steps 140000 \
@@ -58,7 +58,7 @@ def make_loader(args, cfg, rank, start_step, device):
 #################################################################################
 
 def loss_scales(args, step):
-    """Every ramped weight at this step (SPEC §1.8): s(t) = min(scale * t / ramp, scale)."""
+    """Every ramped weight at this step, as train.py: s(t) = min(scale * t / ramp, scale)."""
     edge = 0.0
     if step > args.l2_edge_delay:
         edge = args.l2_edge_gain * ramp(step - args.l2_edge_delay, args.l2_edge_ramp)
@@ -91,7 +91,8 @@ def fill_borders(encoded_warped, image, M, borders, with_mask=False):
 
 
 def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
-    """Warp the cover, make the residual in the warped frame, unwarp, fill borders, augment, decode (SPEC §1.7).
+    """Warp the cover, make the residual in the warped frame, unwarp, fill borders, augment, decode
+    (models.py:build_model).
 
     image (B, 3, H, W) in [0,1], secret (B, L), M (B, 2, 8) -> dict of tensors.
     """
@@ -117,8 +118,9 @@ def forward_pipeline(encoder, decoder, image, secret, M, args, aug, step):
 
 
 def image_loss(encoded, image, yuv_scales, falloff, weight=None):
-    """YUV L2 with edge fall-off (SPEC §1.8): sum_c scale_c * mean_{b,h,w} (delta_c * (1 + falloff))^2, each pixel
-    weighted by `weight` (B, 1, H, W) when given (--texture_mask)."""
+    """YUV L2 with edge fall-off (models.py:build_model):
+    sum_c scale_c * mean_{b,h,w} (delta_c * (1 + falloff))^2, each pixel weighted by `weight` (B, 1, H, W) when
+    given (--texture_mask)."""
     sq = ((rgb_to_yuv(encoded) - rgb_to_yuv(image)) * (1 + falloff)).pow(2)   # (B, 3, H, W) * (H, W)
     if weight is not None:
         sq = sq * weight

@@ -1,6 +1,7 @@
 """Differentiable JPEG, the training augmentations (transform_net), the perspective warp, ramps and loss helpers.
 
-A port of the TF utils.py / models.py helpers (SPEC §1.7-1.9), batched and device-agnostic. The JPEG functions keep
+A port of the TF helpers (utils.py: jpeg_compress_decompress, random_blur_kernel, get_rand_transform_matrix;
+models.py: transform_net), batched and device-agnostic. The JPEG functions keep
 the TF names (`jpeg_compress_decompress`, `dct_8x8`, `quality_to_factor`, ...) so they can be diffed against the
 original. Images are (B, 3, H, W) float in [0,1] unless a docstring says otherwise.
 
@@ -28,7 +29,8 @@ import torch.nn.functional as F
 # [vertical freq, horizontal freq] like the original's, so the luma table is applied transposed relative to libjpeg:
 # a quirk kept by default for fidelity (tables="original"). Measured against Pillow's libjpeg (python evaluate_jpeg.py):
 # 256 px photo, q=25, true rounding: 32.7 dB PSNR with the original's transposed tables, 39.6 dB with tables="libjpeg".
-# Like the original, the scaled tables are not floored or clamped to [1, 255] as a real encoder does (SPEC §1.9).
+# Like the original (utils.py:quality_to_factor), the scaled tables are not floored or clamped to [1, 255] as a real
+# encoder does.
 _Y_TABLE = torch.tensor([
     [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55],
     [14, 13, 16, 24, 40, 57, 69, 56], [14, 17, 22, 29, 51, 87, 80, 62],
@@ -177,7 +179,7 @@ def ramp(step, ramp_steps) -> float:
 #################################################################################
 #                                 Augmentations                                 #
 #################################################################################
-# Port of models.py:transform_net and utils.py (SPEC §1.9). Each op is a plain function with explicit strengths
+# Port of models.py:transform_net and utils.py. Each op is a plain function with explicit strengths
 # (deterministic, testable); transform_net samples the strengths with the original distributions and ramps.
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ def desaturate(image, s):
 def transform_net(image, cfg: AugmentConfig, step: int, generator: Optional[torch.Generator] = None):
     """The training-time noise layer (port of models.py:transform_net), in the original order:
     blur -> noise + clip -> contrast -> brightness/hue + clip -> desaturation -> differentiable JPEG.
-    image (B, 3, H, W) in [0,1] -> (B, 3, H, W) in [0,1]. Strengths ramp in with `step` (SPEC §1.9)."""
+    image (B, 3, H, W) in [0,1] -> (B, 3, H, W) in [0,1]. Strengths ramp in with `step` (models.py:transform_net)."""
     B, dev = image.shape[0], image.device
     u = lambda shape=(): torch.rand(shape, device=dev, generator=generator)
     if not cfg.no_blur:

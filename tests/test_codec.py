@@ -1,4 +1,4 @@
-"""Secret codec (BCH layout of SPEC §1.12, secret_codec.py) and image I/O (image_io.py)."""
+"""Secret codec (the original's BCH layout, secret_codec.py) and image I/O (image_io.py)."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,7 +20,7 @@ def flip(bits, idx):
 
 
 def test_layout_matches_original(codec):
-    # 7 data bytes + 5 ECC bytes = 96 bits, then 4 zero pad bits (SPEC §1.12)
+    # 7 data bytes + 5 ECC bytes = 96 bits, then 4 zero pad bits (encode_image.py)
     assert (codec.ecc_bytes, codec.packet_bits, codec.secret_size) == (5, 96, 100)
     bits = codec.encode("Hello!")
     assert bits.shape == (100,) and bits.dtype == np.float32 and set(np.unique(bits)) <= {0.0, 1.0}

@@ -1,4 +1,4 @@
-"""Shape contracts, parameter counts (SPEC §1.5), init, TF 'same' padding and checkpoints of models_pytorch.py."""
+"""Shape contracts, parameter counts (the released model's), init, TF 'same' padding and checkpoints of models_pytorch.py."""
 import pytest
 import torch
 import torch.nn.functional as F
