@@ -565,3 +565,14 @@ def test_bad_arguments_are_one_line(ckpt, tmp_path, capsys):
                tmp_path / "o") == 2
     assert "the secret is empty" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()                                # nothing written
+
+
+def test_int8_models_load_and_stay_close(onnx_dir):
+    """export_onnx.py --int8 writes a static-int8 encoder and a dynamic-int8 decoder; --int8 loads both."""
+    from onnx_inference import OnnxStegaStamp
+    assert (onnx_dir / "encoder_int8.onnx").exists() and (onnx_dir / "decoder_int8.onnx").exists()
+    fp32, int8 = OnnxStegaStamp(str(onnx_dir)), OnnxStegaStamp(str(onnx_dir), int8=True)
+    assert int8.config == fp32.config
+    img = Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 40).convert("RGB")
+    a, b = np.asarray(fp32.encode(img, "abc")[0], int), np.asarray(int8.encode(img, "abc")[0], int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 3
