@@ -24,13 +24,24 @@ def noise(sigma):
     return f
 
 
+def homography(src, dst):
+    """The projective maps taking 4 points to 4 points (cv2.getPerspectiveTransform, batched): src, dst (..., 4, 2)
+    -> H (..., 3, 3) with H[2, 2] = 1 and H @ [x, y, 1] ~ [u, v, 1]. The repo's one homography solver (training's
+    random warps in utils_pytorch use it too)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    x, y, u, v = src[..., 0], src[..., 1], dst[..., 0], dst[..., 1]
+    zeros, ones = np.zeros_like(x), np.ones_like(x)
+    rows_u = np.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], -1)      # (..., 4, 8)
+    rows_v = np.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], -1)
+    A = np.concatenate([rows_u, rows_v], -2)                                        # (..., 8, 8)
+    b = np.concatenate([u, v], -1)[..., None]                                       # (..., 8, 1)
+    h = np.linalg.solve(A, b)[..., 0]                                               # (..., 8)
+    return np.concatenate([h, np.ones(h.shape[:-1] + (1,))], -1).reshape(h.shape[:-1] + (3, 3))
+
+
 def perspective_coeffs(dst, src):
     """PIL PERSPECTIVE coefficients mapping output points dst (4, 2) to input points src (4, 2)."""
-    A = []
-    for (x, y), (u, v) in zip(dst, src):
-        A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-    return np.linalg.solve(np.array(A), np.asarray(src, np.float64).reshape(-1))
+    return homography(dst, src).reshape(-1)[:8]
 
 
 def perspective(frac):

@@ -302,17 +302,10 @@ def transform_net(image, cfg: AugmentConfig, step: int, generator: Optional[torc
 #################################################################################
 
 def homography_from_points(src, dst):
-    """Batched cv2.getPerspectiveTransform: src, dst (B, 4, 2) -> H (B, 3, 3) with H[2, 2] = 1 mapping src -> dst."""
-    B = src.shape[0]
-    x, y = src[..., 0], src[..., 1]                  # (B, 4)
-    u, v = dst[..., 0], dst[..., 1]
-    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
-    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -x * u, -y * u], -1)   # (B, 4, 8)
-    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -x * v, -y * v], -1)
-    A = torch.cat([rows_u, rows_v], 1)                                            # (B, 8, 8)
-    b = torch.cat([u, v], 1).unsqueeze(-1)                                        # (B, 8, 1)
-    h = torch.linalg.solve(A, b).squeeze(-1)                                      # (B, 8)
-    return torch.cat([h, torch.ones(B, 1, dtype=h.dtype, device=h.device)], 1).view(B, 3, 3)
+    """Batched cv2.getPerspectiveTransform: src, dst (B, 4, 2) tensors -> H (B, 3, 3) float64 with H[2, 2] = 1
+    mapping src -> dst (distortions.homography, the repo's one solver; these are CPU-side 4-point problems)."""
+    from distortions import homography
+    return torch.from_numpy(homography(src.detach().cpu().double().numpy(), dst.detach().cpu().double().numpy()))
 
 
 def random_perspective_matrices(batch_size, height, width, d, exact_inverse=False, generator=None):
