@@ -1,6 +1,7 @@
-"""Benchmark one full training step (augmentations, encoder, decoder, LPIPS, critic, backward, Adam) per variant.
+"""Benchmark the real training step (train_pytorch.train_step: warp, encoder, borders, augmentations with JPEG, decoder,
+every loss, backward, Adam, the critic's step) per variant, with base.sh's loss settings past every ramp.
 
-Reports the median seconds per step, the share of each part, the FLOPs per step and the fraction of this machine's
+Reports the median seconds per step, images per second, the FLOPs per step and the fraction of this machine's
 measured matmul peak, with every variant's ratio against eager fp32 in the same run.
 
     python benchmark_train.py                                  # 128, 256 and 400 px, batch 4, all variants
@@ -11,12 +12,11 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import train_pytorch as T
 from models_pytorch import Discriminator, ModelConfig, StegaStampDecoder, StegaStampEncoder
-from utils_pytorch import build_lpips, edge_falloff, random_perspective_matrices, transform_net, warp_with_mask
+from utils_pytorch import build_lpips, edge_falloff, random_perspective_matrices
 
 VARIANTS = {  # name -> (channels_last, amp, compile)
     "eager": (False, "none", False),
@@ -26,7 +26,6 @@ VARIANTS = {  # name -> (channels_last, amp, compile)
     "compile": (False, "none", True),
     "compile_bf16_channels_last": (True, "bf16", True),
 }
-PARTS = ("augment", "encoder", "decoder", "lpips", "critic", "losses", "backward", "optimizer")
 
 
 def sync(device):
@@ -47,94 +46,54 @@ def measure_peak_gflops(device, dtype, n=2048, reps=10):
     return 2 * n ** 3 / statistics.median(times[2:]) / 1e9
 
 
-class Clock:
-    """Accumulates wall time per named part; parts run in sequence inside one step."""
-
-    def __init__(self, device):
-        self.device, self.parts, self.t = device, {}, None
-
-    def start(self):
-        sync(self.device)
-        self.t = time.perf_counter()
-
-    def lap(self, name):
-        sync(self.device)
-        now = time.perf_counter()
-        self.parts[name] = self.parts.get(name, 0.0) + now - self.t
-        self.t = now
-
-
-def instrumented_step(nets, opts, lpips_fn, image, secret, args, env, clock):
-    """The post-warm-up train_step of train_pytorch, split into timed parts (same functions, same order)."""
-    encoder, decoder, critic = nets
-    opt_g, opt_d = opts
-    H, W = image.shape[-2:]
-    clock.start()
-    with env["autocast"]():
-        M = random_perspective_matrices(image.shape[0], H, W, int(0.1 * H)).to(image.device)
-        input_warped, mask = warp_with_mask(image, M[:, 1])
-        input_warped = input_warped + (1 - mask) * image
-        clock.lap("augment")
-        residual_warped = encoder(secret, input_warped)
-        clock.lap("encoder")
-        encoded_warped = input_warped + residual_warped
-        encoded = T.fill_borders(encoded_warped, image, M, "white")
-        with torch.autocast(image.device.type, enabled=False):
-            transformed = transform_net(encoded.float(), env["aug"], 10 ** 6)
-        clock.lap("augment")
-        logits = decoder(transformed)
-        clock.lap("decoder")
-        lp = lpips_fn(image, encoded.float(), normalize=True).mean()
-        clock.lap("lpips")
-        g_loss, _ = critic(encoded_warped)
-        clock.lap("critic")
-        l2, _ = T.image_loss(encoded.float(), image, env["yuv_scales"], env["falloff"])
-        total = F.binary_cross_entropy_with_logits(logits.float(), secret) + 2 * l2 + 1.5 * lp + 0.5 * g_loss
-        clock.lap("losses")
-    opt_g.zero_grad(set_to_none=True)
-    total.backward()
-    clock.lap("backward")
-    opt_g.step()
-    clock.lap("optimizer")
-    with env["autocast"]():
-        T.critic_step(critic, opt_d, {"real": input_warped, "fake": encoded_warped})
-    clock.lap("critic")
+# The released model's loss settings (scripts/base.sh), past every ramp: what a long run spends its time on.
+BASE_SH = ["bench", "--l2_loss_scale", "2", "--lpips_loss_scale", "1.5", "--secret_loss_scale", "1.5",
+           "--G_loss_scale", "0.5", "--borders", "white", "--u_scale", "100", "--v_scale", "100", "--jpeg_quality", "50"]
 
 
 def build(size, variant, device, lpips_backbone):
+    """Networks, optimizers and every argument of train_pytorch.train_step for one variant."""
     channels_last, amp, compile_ = VARIANTS[variant]
+    args = T.get_parser().parse_args(BASE_SH + ["--size", str(size)])
     cfg = ModelConfig(height=size, width=size)
     mem = torch.channels_last if channels_last else torch.contiguous_format
     nets = [m.to(device, memory_format=mem) for m in (StegaStampEncoder(cfg), StegaStampDecoder(cfg), Discriminator(cfg))]
     gen_params = [p for m in nets[:2] for p in m.parameters() if p.requires_grad]
-    opts = (T.make_adam(gen_params, 1e-4), torch.optim.RMSprop(nets[2].parameters(), lr=1e-5))
+    opts = (T.make_adam(gen_params, 1e-4), T.make_adam(gen_params, 1e-4),
+            torch.optim.RMSprop(nets[2].parameters(), lr=1e-5))
     if compile_:
         nets = [torch.compile(m) for m in nets]
-    lpips_fn = build_lpips(lpips_backbone, device).to(memory_format=mem)
     autocast, scaler = T.amp_tools(amp, device)
-    args = T.get_parser().parse_args(["bench"])
-    env = dict(aug=T.aug_config(args), autocast=autocast, yuv_scales=torch.tensor([1.0, 100, 100], device=device),
-               falloff=edge_falloff(size, size).to(device) * 0.0)   # edge gain 0: before l2_edge_delay
-    return nets, opts, lpips_fn, args, env, mem
+    step = 10 ** 6                                                 # every ramp done
+    kwargs = dict(args=args, aug=T.aug_config(args), lpips_fn=build_lpips(lpips_backbone, device),
+                  falloff=edge_falloff(size, size).to(device),
+                  yuv_scales=torch.tensor([args.y_scale, args.u_scale, args.v_scale], device=device),
+                  autocast=autocast, scaler=scaler)
+    return nets, opts, T.loss_scales(args, step), step, kwargs, mem
 
 
 def bench(size, variant, device, batch, steps, warmup, lpips_backbone):
-    nets, opts, lpips_fn, args, env, mem = build(size, variant, device, lpips_backbone)
+    """Median seconds of train_pytorch.train_step (the real one: warp, encoder, borders, augmentations, decoder, all
+    losses, backward, Adam, then the critic's step) and its FLOPs."""
+    nets, opts, scales, step, kwargs, mem = build(size, variant, device, lpips_backbone)
     image = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=mem)
     secret = torch.randint(0, 2, (batch, 100), device=device).float()
-    totals, parts = [], {p: [] for p in PARTS}
+
+    def one_step():
+        d = int(size * kwargs["args"].rnd_trans)
+        M = random_perspective_matrices(batch, size, size, d).to(device)
+        T.train_step(nets, opts, image, secret, M, step, False, scales, **kwargs)
+
+    totals = []
     for i in range(warmup + steps):
-        clock = Clock(device)
         t = time.perf_counter()
-        instrumented_step(nets, opts, lpips_fn, image, secret, args, env, clock)
+        one_step()
         sync(device)
         if i >= warmup:
             totals.append(time.perf_counter() - t)
-            for p in PARTS:
-                parts[p].append(clock.parts.get(p, 0.0))
     with FlopCounterMode(display=False) as fc:
-        instrumented_step(nets, opts, lpips_fn, image, secret, args, env, Clock(device))
-    return statistics.median(totals), {p: statistics.median(v) for p, v in parts.items()}, fc.get_total_flops()
+        one_step()
+    return statistics.median(totals), fc.get_total_flops()
 
 
 def get_parser():
@@ -161,7 +120,7 @@ def main(args):
     peak16 = measure_peak_gflops(device, torch.bfloat16)
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; batch {args.batch_size}")
-    header = "| size | variant | s/step | vs eager | GFLOP/step | % of peak | " + " | ".join(PARTS) + " |"
+    header = "| size | variant | s/step | vs eager | images/s | GFLOP/step | % of peak |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     for size in args.sizes:
         base = None
@@ -169,17 +128,16 @@ def main(args):
             torch.manual_seed(0)
             torch._dynamo.reset()   # compiled code of another size would otherwise recompile with dynamic shapes
             try:
-                sec, parts, flops = bench(size, variant, device, args.batch_size, args.steps, args.warmup,
-                                          args.lpips_backbone)
+                sec, flops = bench(size, variant, device, args.batch_size, args.steps, args.warmup,
+                                   args.lpips_backbone)
             except Exception as e:  # a variant this machine cannot run is reported, the rest go on
                 print(f"| {size} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:80]} |")
                 continue
             base = base or (sec if variant == "eager" else None)
             peak = peak16 if VARIANTS[variant][1] == "bf16" else peak32
-            share = " | ".join(f"{100 * parts[p] / sec:.0f}%" for p in PARTS)
             ratio = f"{sec / base:.2f}" if base else "-"
-            print(f"| {size} | {variant} | {sec:.3f} | {ratio} | {flops / 1e9:.1f} | "
-                  f"{100 * flops / sec / 1e9 / peak:.0f}% | {share} |", flush=True)
+            print(f"| {size} | {variant} | {sec:.3f} | {ratio} | {args.batch_size / sec:.1f} | {flops / 1e9:.1f} | "
+                  f"{100 * flops / sec / 1e9 / peak:.0f}% |", flush=True)
 
 
 if __name__ == "__main__":
