@@ -39,9 +39,9 @@ def add_encode_arguments(parser, inputs=True):
                         help="scales the residual (1 = as trained), or 'auto': per image the lowest strength at "
                              "which the message survives simulated JPEG 50, 5%% perspective and print-and-photograph "
                              "copies (slower: a few decoder calls per image)")
-    parser.add_argument("--verify", action="store_true",
-                        help="decode each encoded image and report whether the message reads back (always on with "
-                             "--strength auto)")
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode each encoded image once and say whether the message reads back (a failure is a "
+                             "warning, exit 1 with --strict); --no-verify skips it. --strength auto always checks")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a message does not read back")
     parser.add_argument("--fit", action="store_true",
                         help="original behaviour: centre-crop and resize to the model size (default: keep the "

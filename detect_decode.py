@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from cli_common import positive_int
-from image_io import ImageLoadError, list_images, load_image, save_image
+from image_io import ImageLoadError, check_size, list_images, load_image, save_image
 from inference import ModelLoadError, load_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -135,7 +135,7 @@ def frames(args):
         paths = [args.image] if args.image else list_images(args.images_dir)
         for p in paths:
             try:
-                yield p, None, np.asarray(load_image(p))
+                yield p, None, np.asarray(check_size(load_image(p), p))
             except ImageLoadError as e:
                 yield p, None, str(e)
         return

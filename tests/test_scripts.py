@@ -474,6 +474,16 @@ def test_every_cli_survives_an_awkward_folder(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert sorted(os.path.basename(r["file"]) for r in rows) == sorted(good + bad)
     assert sum("error" in r for r in rows) == len(bad)
+    try:
+        import cv2  # noqa: F401
+        import detect_decode
+        assert detect_decode.main(detect_decode.get_parser().parse_args(
+            ["--images_dir", str(folder), "--json", "--model", os.path.join(ROOT, "pretrained", "onnx")])) == 1
+        rows = json.loads(capsys.readouterr().out)
+        assert sorted(os.path.basename(r["file"]) for r in rows) == sorted(good + bad)
+        assert sum("error" in r for r in rows) == len(bad)
+    except ImportError:
+        pass   # detect_decode.py needs OpenCV
     photos, errors = evaluate_pytorch.load_photos(evaluate_pytorch.get_parser().parse_args(
         ["m", "--images_dir", str(folder)]))
     assert len(photos) == len(good) and len(errors) == len(bad)
@@ -518,6 +528,7 @@ def test_load_model_picks_the_backend_and_fails_in_one_line(ckpt, onnx_dir, tmp_
     # the encode script takes an ONNX folder too; a bad model is one line and exit 2
     Image.new("RGB", (64, 48), (90, 120, 200)).save(tmp_path / "p.png")
     assert cli(encode_image_pytorch, onnx_dir, "--image", tmp_path / "p.png", "--save_dir", tmp_path / "o") == 0
+    capsys.readouterr()
     assert cli(decode_image_pytorch, os.path.join(ROOT, "examples", "chelsea.jpg"), "--image", tmp_path / "p.png") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "JPEG" in err[0]
@@ -576,3 +587,19 @@ def test_int8_models_load_and_stay_close(onnx_dir):
     img = Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 40).convert("RGB")
     a, b = np.asarray(fp32.encode(img, "abc")[0], int), np.asarray(int8.encode(img, "abc")[0], int)
     assert a.shape == b.shape and np.abs(a - b).mean() < 3
+
+
+def test_encoding_verifies_by_default(tmp_path, capsys):
+    """Each encoded file is decoded once and says whether its message reads back; an unreadable result is a warning
+    (exit 0) or, with --strict, exit 1."""
+    from cli_common import add_encode_arguments
+    from encode_image_pytorch import encode_all
+    Image.new("RGB", (120, 90), (128, 128, 128)).save(tmp_path / "g.png")
+    args = _cli_args(add_encode_arguments, "--image", tmp_path / "g.png", "--save_dir", tmp_path / "o", "--secret", "ok")
+    assert encode_all(BlockRunner(), args) == 0 and "(verified)" in capsys.readouterr().out
+    weak = _cli_args(add_encode_arguments, "--image", tmp_path / "g.png", "--save_dir", tmp_path / "w", "--secret",
+                     "ok", "--strength", "0.001")
+    assert encode_all(BlockRunner(), weak) == 0
+    assert "do not read back reliably" in capsys.readouterr().err
+    weak.strict, weak.overwrite = True, True
+    assert encode_all(BlockRunner(), weak) == 1
