@@ -30,8 +30,8 @@ def add_encode_arguments(parser, inputs=True):
     parser.add_argument("--force", action="store_true",
                         help="stamp an image that already carries a readable message (refused by default)")
     parser.add_argument("--secret", default="Stega!!",
-                        help="text to hide: 1 to 7 UTF-8 bytes; trailing spaces are dropped on decoding (the "
-                             "original pads short secrets with spaces)")
+                        help="text to hide: 1 to 7 UTF-8 bytes with the shipped model (its code sets the limit); "
+                             "trailing spaces are dropped on decoding (the original pads short secrets with spaces)")
     parser.add_argument("--bits", default=None,
                         help="hide these raw bits instead of --secret: a string of the model's secret_size 0/1 "
                              "characters, no error correction (bring your own code); decode with --json to read them")
@@ -116,8 +116,6 @@ def progress(total, disable):
     if tqdm is None or disable or total < 2 or not sys.stderr.isatty():
         return None
     return tqdm(total=total, unit="img")
-
-
 
 
 def batches(paths, batch_size, failures, bar):
