@@ -6,6 +6,7 @@ measured matmul peak, with every variant's ratio against eager fp32 in the same 
 
     python benchmark_train.py                                  # 128, 256 and 400 px, batch 4, all variants
     python benchmark_train.py --sizes 400 --variants eager bf16 --steps 5
+    python benchmark_train.py --sizes 128 --variants bf16_channels_last --batch_size 8 --data data/photos/train
 """
 import argparse
 import statistics
@@ -109,7 +110,22 @@ def get_parser():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--lpips_backbone", default="random",
                    help="speed does not depend on the weights; 'random' needs no download")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="also time the training data of this photo folder (--random_crop 0.25, as the default "
+                        "model's runs): items per second in one process, i.e. per DataLoader worker")
     return p
+
+
+def data_speed(folder, size, n=300, min_scale=0.25):
+    """Items per second of ImageFolderDataset's random crops (decode, crop, resize, flip, bits) in this process."""
+    from dataset import ImageFolderDataset
+    ds = ImageFolderDataset(folder, (size, size), 100, min_scale=min_scale)
+    for i in range(20):                       # warm the file cache
+        ds[(i, i)]
+    t = time.perf_counter()
+    for i in range(n):
+        ds[(i, 10_000 + i)]
+    return n / (time.perf_counter() - t)
 
 
 def main(args):
@@ -121,6 +137,9 @@ def main(args):
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; batch {args.batch_size}")
     header = "| size | variant | s/step | vs eager | images/s | GFLOP/step | % of peak |"
+    if args.data:
+        for size in args.sizes:
+            print(f"data {args.data} at {size} px: {data_speed(args.data, size):.0f} items/s per worker")
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     for size in args.sizes:
         base = None

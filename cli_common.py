@@ -156,6 +156,6 @@ def add_model_arguments(parser):
                                       "an export_onnx.py folder (runs on ONNX Runtime, no torch needed)")
     parser.add_argument("--device", default=None, help="PyTorch only: cuda or cpu (default: cuda if available)")
     parser.add_argument("--bf16", action="store_true",
-                        help="PyTorch only: bfloat16 weights, NHWC: ~2x faster on CPUs with native bf16 "
-                             "(AVX512-BF16/AMX) and on GPUs; ignored with a warning on other CPUs, where it would "
-                             "be 3-4x slower")
+                        help="PyTorch only: bfloat16 weights, NHWC: faster on CPUs with native bf16 (AVX512-BF16/"
+                             "AMX; README 'Measured') and on GPUs; ignored with a warning on other CPUs, where bf16 "
+                             "is emulated")

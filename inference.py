@@ -64,6 +64,11 @@ def add_residual_full_res(cover: Image.Image, residual: np.ndarray):
     return ImageChops.add(cover, residual_up, scale=1.0, offset=-128), residual_up
 
 
+def bit_string(bits) -> str:
+    """0/1 values (or booleans) -> '0101...'."""
+    return "".join("01"[int(b)] for b in bits)
+
+
 class RawBits(str):
     """A secret given as raw bits ('0101...', the model's secret_size of them): hidden as is, no error correction
     (for users who bring their own code)."""
@@ -85,6 +90,14 @@ AUTO_STRENGTHS = (0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0)
 AUTO_CHECKS = ("clean", "jpeg50", "persp5%", "print_photo")
 AUTO_MARGIN = 2          # a copy counts as read only with at most t - AUTO_MARGIN corrected bit errors (3 of 5)
 AUTO_SIM_SIDE = 512      # copies are simulated at this long side: the decoder sees 128 px anyway
+
+
+def sim_size(img: Image.Image) -> Image.Image:
+    """The image scaled down to AUTO_SIM_SIDE on its long side (unchanged when already smaller)."""
+    if max(img.size) <= AUTO_SIM_SIDE:
+        return img
+    k = AUTO_SIM_SIDE / max(img.size)
+    return img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.BILINEAR)
 
 
 class StegaStampRunner(ABC):
@@ -160,25 +173,23 @@ class StegaStampRunner(ABC):
         Raw bits: every bit (no code to correct them)."""
         if isinstance(secret, str) and not isinstance(secret, RawBits):
             return res.message == secret and res.corrected_bits <= self.codec.t - margin
-        return res.bits == "".join("01"[int(b)] for b in self.secret_bits(secret))
+        return res.bits == bit_string(self.secret_bits(secret))
 
     def _reads_back(self, encoded, secret, checks, seed=0):
         """Does `secret` read back, within the BCH margin, from every simulated copy of `encoded`?"""
         from distortions import DISTORTIONS   # numpy + Pillow only
-        small = encoded
-        if max(encoded.size) > AUTO_SIM_SIDE:
-            k = AUTO_SIM_SIDE / max(encoded.size)
-            small = encoded.resize((max(1, round(encoded.width * k)), max(1, round(encoded.height * k))),
-                                   Image.BILINEAR)
+        small = sim_size(encoded)
         copies = [DISTORTIONS[c](small, np.random.default_rng(seed + i)) for i, c in enumerate(checks)]
         return all(self._matches(res, secret, AUTO_MARGIN) for res in self.decode_batch(copies))
 
     def _encode_auto(self, cover, x, r, secret):
+        """Try each strength on the cover scaled to the simulation size (cheap however large the photo), then
+        compose the chosen strength once at full resolution."""
+        small = sim_size(cover)
         for strength in AUTO_STRENGTHS:
-            encoded, residual = self._compose(cover, x, r, strength)
-            if self._reads_back(encoded, secret, AUTO_CHECKS):
-                return Encoded(encoded, residual, strength, True)
-        return Encoded(encoded, residual, strength, False)
+            if self._reads_back(self._compose(small, x, r, strength)[0], secret, AUTO_CHECKS):
+                return Encoded(*self._compose(cover, x, r, strength), strength, True)
+        return Encoded(*self._compose(cover, x, r, strength), strength, False)
 
     def encode(self, image: Image.Image, secret: str, strength=1.0, fit: bool = False, verify: bool = False):
         """One PIL image + text -> Encoded (encoded PIL, residual PIL; .strength, .verified). strength: a number
@@ -198,7 +209,7 @@ class StegaStampRunner(ABC):
         for p in prob:
             res = self.codec.decode((p > 0.5).astype(np.float32))
             results.append(DecodeResult(res.message, res.corrected_bits, res.reason,
-                                        float(np.mean(np.abs(2 * p - 1))), "".join("01"[int(b)] for b in p > 0.5)))
+                                        float(np.mean(np.abs(2 * p - 1))), bit_string(p > 0.5)))
         return results
 
     def decode(self, image: Image.Image) -> DecodeResult:

@@ -317,16 +317,15 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     if os.path.isdir(path):
         onnx = any(f.endswith(".onnx") for f in os.listdir(path))
         raise CheckpointError(f"{path}: is a folder, not a .pth checkpoint" + (
-            " (an ONNX export: use onnx_inference.py, or evaluate_pytorch.py --onnx)" if onnx else ""))
+            " (an ONNX export: the encode, decode, evaluate and detect scripts take it; training needs a .pth)"
+            if onnx else ""))
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: checkpoint not found")
     with open(path, "rb") as f:
         head = f.read(8)
-    kind = next((name for magic, name in ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
-                                          (b"\x08\x00\x00\x00ONNX", "an ONNX model"), (b"<", "a text/HTML file"))
-                 if head.startswith(magic)), None)
-    if path.endswith(".onnx"):
-        kind = "an ONNX model"
+    kind = "an ONNX model" if path.endswith(".onnx") else next(
+        (name for magic, name in ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+                                  (b"<", "a text/HTML file")) if head.startswith(magic)), None)
     if kind is not None or not head:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({kind or 'an empty file'})"
                               + ("; ONNX models are read by onnx_inference.py" if kind == "an ONNX model" else ""))

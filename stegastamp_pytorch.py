@@ -52,8 +52,8 @@ class StegaStamp(StegaStampRunner):
         cfg, encoder, decoder = load_checkpoint(path, device)
         if bf16 and device.type == "cpu" and not cpu_has_bf16():
             import warnings
-            warnings.warn("--bf16 ignored: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bf16 runs "
-                          "3-4x slower than fp32; using fp32", stacklevel=2)
+            warnings.warn("--bf16 ignored: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 would be "
+                          "emulated; using fp32", stacklevel=2)
             bf16 = False
         return cls(cfg, encoder, decoder, device, bf16)
 

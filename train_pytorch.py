@@ -157,7 +157,7 @@ def texture_weight(image, sigma0=0.02, window=7):
     """Per-pixel L2 weight that is high on flat areas and low on busy ones (a simple JND-style texture mask; our
     addition, --texture_mask): sigma0 / (sigma0 + local std of luma over a window x window box), normalised to mean 1
     per image, so the residual is pushed towards texture, where the eye does not see it, and off flat skies."""
-    y = (image * torch.tensor([0.299, 0.587, 0.114], device=image.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = rgb_to_yuv(image)[:, :1]                                                   # luma (B, 1, H, W)
     pad = window // 2
     mean = F.avg_pool2d(F.pad(y, (pad,) * 4, mode="reflect"), window, stride=1)
     var = F.avg_pool2d(F.pad(y * y, (pad,) * 4, mode="reflect"), window, stride=1) - mean * mean
@@ -674,9 +674,9 @@ def main(args):
         rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
         scales = loss_scales(args, rstep)
         if args.adaptive_image_loss is not None:
+            scales["image_gain"] = gain = math.exp(log_gain)
             for k in ("l2", "lpips", "G"):
-                scales[k] *= math.exp(log_gain)
-            scales["image_gain"] = math.exp(log_gain)
+                scales[k] *= gain
         d = math.floor(min(cfg.width, cfg.height) * np.random.uniform() * args.rnd_trans * ramp(rstep, args.rnd_trans_ramp))
         M = random_perspective_matrices(image.shape[0], cfg.height, cfg.width, d, args.exact_unwarp).to(device)
 
@@ -687,20 +687,20 @@ def main(args):
         m = metrics(out, image, secret)
         interval = {k: interval.get(k, 0) + v for k, v in m.items()}   # on device; averaged at the next log line
         n_interval += 1
-        if not warm and args.adaptive_image_loss is not None:
+        if warm or args.adaptive_image_loss is not None:
+            # the batch bit accuracy over all ranks: every rank must take the same gate decision and gain, or their
+            # optimizers would diverge
             acc = m["bit_acc"].detach().clone()
-            if world > 1:   # one gain on every rank
+            if world > 1:
                 dist.all_reduce(acc, op=dist.ReduceOp.SUM)
                 acc /= world
-            log_gain = min(max(log_gain + args.adaptive_rate * (acc.item() - args.adaptive_image_loss),
-                               math.log(0.01)), math.log(args.adaptive_max_gain))
-        if warm:
-            acc = m["bit_acc"].detach().clone()
-            if world > 1:   # every rank must take the same gate decision, or their optimizers would diverge
-                dist.all_reduce(acc, op=dist.ReduceOp.SUM)
-                acc /= world
-            recent_acc.append(acc.item())
-            recent_acc = recent_acc[-args.gate_window:]
+            acc = acc.item()
+            if warm:
+                recent_acc.append(acc)
+                recent_acc = recent_acc[-args.gate_window:]
+            else:
+                log_gain = min(max(log_gain + args.adaptive_rate * (acc - args.adaptive_image_loss), math.log(0.01)),
+                               math.log(args.adaptive_max_gain))
         log.update_bar(1)
 
         if rank == 0 and (step % args.log_interval == 0 or step == args.num_steps or step == start_step + 1):
