@@ -13,15 +13,12 @@ from PIL import Image
 
 from dataset import BUILTIN_PHOTOS, load_builtin_photo
 from distortions import jpeg
+from evaluate_pytorch import psnr
 from utils_pytorch import jpeg_compress_decompress, quality_to_factor
 
 
 def to_tensor(img):
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-
-
-def psnr(a, b):
-    return (10 * torch.log10(1 / torch.mean((a - b) ** 2))).item()
 
 
 def get_parser():
@@ -42,8 +39,8 @@ def main(args):
         real = to_tensor(jpeg(q)(img, None))   # Pillow's JPEG, as in the evaluation suite
         ours = {t: jpeg_compress_decompress(x, rounding="ste", factor=quality_to_factor(q), tables=t)
                 for t in ("libjpeg", "original")}
-        print(f"| {q} | {psnr(ours['libjpeg'], real):.1f} dB | {psnr(ours['original'], real):.1f} dB | "
-              f"{psnr(x, real):.1f} dB |")
+        print(f"| {q} | {psnr(ours['libjpeg'], real, 1.0):.1f} dB | {psnr(ours['original'], real, 1.0):.1f} dB | "
+              f"{psnr(x, real, 1.0):.1f} dB |")
 
 
 if __name__ == "__main__":

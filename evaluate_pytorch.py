@@ -33,9 +33,10 @@ STRENGTH_SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 #################################################################################
 
 
-def psnr(a, b):
+def psnr(a, b, peak=255.0):
+    """PSNR in dB of two images (PIL images or arrays of the same shape) with values in [0, peak]."""
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
-    return 10 * np.log10(255 ** 2 / max(mse, 1e-10))
+    return float(10 * np.log10(peak ** 2 / max(mse, 1e-10 * peak ** 2)))
 
 
 def ssim(a, b):

@@ -97,8 +97,13 @@ def quantize_encoder_int8(src, dst, cfg, n_calib=16):
     with tempfile.TemporaryDirectory() as tmp:
         pre, out = os.path.join(tmp, "pre.onnx"), os.path.join(tmp, "q.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        cwd = os.getcwd()
+        os.chdir(tmp)   # when its symbolic shape inference gives up, ONNX Runtime dumps a model into the cwd
+        try:
+            quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            os.chdir(cwd)
         model = onnx.load(out)
         del model.metadata_props[:]
         model.metadata_props.extend(onnx.load(src).metadata_props)

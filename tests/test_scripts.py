@@ -138,8 +138,16 @@ def onnx_dir(ckpt, tmp_path_factory):
     pytest.importorskip("onnxruntime")
     import export_onnx
     out = tmp_path_factory.mktemp("onnx")
-    assert export_onnx.main(export_onnx.get_parser().parse_args([str(ckpt), "--out_dir", str(out), "--int8",
-                                                                  "--test"])) == 0
+    cwd = tmp_path_factory.mktemp("cwd")
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert export_onnx.main(export_onnx.get_parser().parse_args([str(ckpt), "--out_dir", str(out), "--int8",
+                                                                      "--test"])) == 0
+    finally:
+        os.chdir(old)
+    # ONNX Runtime's quantiser dumps temporary models into the working directory unless kept away from it
+    assert sorted(os.listdir(cwd)) == []
     return out
 
 
