@@ -5,13 +5,14 @@
     python detect_decode.py --video clip.mp4 --save_video annotated.mp4 --json
     python detect_decode.py --camera 0                                    # a webcam, until Ctrl-C
 
-The detector here is classical (no trained network yet): edges -> contours -> convex quadrilaterals (the printed or
-displayed photo, with or without a white paper frame) -> homography -> the quad rectified to the model's size ->
-decoded in its 4 rotations; only BCH-verified messages are reported. It needs the stamp's outline to be visible
-against its surroundings; a learned segmentation detector (the original's BiSeNet idea) is future work. In video,
-a message is confirmed once it was read in --confirm of the last --window frames, so a single misread never shows.
-The model is a .pth checkpoint or an ONNX export folder (default: the shipped ONNX model, no torch needed); needs
-OpenCV (pip install opencv-python-headless).
+Per frame (the original's detector.py procedure): the learned stamp detector (train_detector.py; the shipped
+pretrained/onnx/detector.onnx by default) gives a mask of where photos are -> contours -> a quadrilateral per region
+(convex hull, 4 sides refit through the outline) -> homography -> the quad rectified to the model's size -> decoded
+in its 4 rotations; only BCH-verified messages are reported. `--detector classical` finds quads from edges instead
+(no network; it needs the photo's outline, e.g. a white paper frame, to stand out). In video, a message is
+confirmed once it was read in --confirm of the last --window frames, so a single misread never shows. The model
+and the detector are ONNX files (default: the shipped ones, no torch needed) or .pth checkpoints; needs OpenCV
+(pip install opencv-python-headless).
 """
 import argparse
 import json
@@ -28,6 +29,7 @@ from inference import ModelLoadError, load_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(ROOT, "pretrained", "onnx")
+DEFAULT_DETECTOR = os.path.join(ROOT, "pretrained", "onnx", "detector.onnx")
 
 
 def order_corners(pts):
@@ -61,6 +63,101 @@ def find_quads(rgb, min_area=0.01, max_quads=8):
     return quads
 
 
+def fit_quad(contour, scale=(1.0, 1.0)):
+    """A detected region's outline -> its quadrilateral (4, 2), or None. The convex hull (which closes dents where a
+    finger covers an edge) is simplified to 4 vertices, then each side is refit (cv2.fitLine) through the outline
+    points near it and the corners are the sides' intersections: sub-pixel corners from a coarse mask."""
+    import cv2
+    hull = cv2.convexHull(contour)
+    peri = cv2.arcLength(hull, True)
+    approx = None
+    for eps in (0.01, 0.02, 0.03, 0.05, 0.08):
+        approx = cv2.approxPolyDP(hull, eps * peri, True)
+        if len(approx) <= 4:
+            break
+    if approx is None or len(approx) != 4:
+        return None
+    quad = order_corners(approx)
+    pts = contour.reshape(-1, 2).astype(np.float32)
+    lines = []
+    for i in range(4):
+        a, b = quad[i], quad[(i + 1) % 4]
+        d = b - a
+        length = float(np.hypot(*d))
+        t = ((pts - a) @ d) / max(length ** 2, 1e-6)
+        dist = np.abs(d[0] * (pts[:, 1] - a[1]) - d[1] * (pts[:, 0] - a[0])) / max(length, 1e-6)
+        near = pts[(dist < max(2.0, 0.02 * peri)) & (t > 0.1) & (t < 0.9)]
+        if len(near) < 5:
+            lines.append((a, d / max(length, 1e-6)))
+            continue
+        vx, vy, x0, y0 = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        lines.append((np.array([x0, y0]), np.array([vx, vy])))
+    corners = []
+    for i in range(4):
+        (p, u), (q, v) = lines[i - 1], lines[i]
+        det = u[0] * -v[1] - u[1] * -v[0]
+        if abs(det) < 1e-6:
+            return quad * scale
+        s = ((q - p)[0] * -v[1] - (q - p)[1] * -v[0]) / det
+        corners.append(p + s * u)
+    corners = np.array(corners, np.float32)
+    if np.abs(corners - quad).max() > 0.1 * np.sqrt(peri ** 2 / 16):       # a refit that ran away: keep the coarse
+        corners = quad
+    return (corners + 0.5) * np.asarray(scale, np.float32) - 0.5                # mask pixels -> frame pixels
+
+
+class Detector:
+    """The learned stamp detector (train_detector.py): detector.onnx through ONNX Runtime, or a .pth through
+    PyTorch. Frames are resized so that the long side is the detector's input_side (both sides multiples of 16)."""
+
+    def __init__(self, path):
+        if path.endswith(".pth"):
+            from models_pytorch import load_detector
+            import torch
+            cfg, net = load_detector(path)
+            self.input_side = cfg.input_side
+            self._run = lambda x: net(torch.from_numpy(x)).detach().numpy()
+            return
+        import onnxruntime as ort
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"{path}: detector not found (train one with train_detector.py, or use "
+                                 f"--detector classical)")
+        try:
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            meta = json.loads(sess.get_modelmeta().custom_metadata_map["stegastamp_detector_config"])
+        except Exception as e:                   # noqa: BLE001 - any unreadable file is one line for the user
+            raise ModelLoadError(f"{path}: not a stamp detector ONNX file ({str(e).splitlines()[0][:150]})") from None
+        self.input_side = int(meta["input_side"])
+        self._run = lambda x: sess.run(None, {"frame": x})[0]
+
+    def mask(self, rgb):
+        """Probability map (h, w) at the detector's resolution, and the (sx, sy) scale back to the frame."""
+        import cv2
+        H, W = rgb.shape[:2]
+        s = self.input_side / max(H, W)
+        w, h = max(16, int(round(W * s / 16)) * 16), max(16, int(round(H * s / 16)) * 16)
+        x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
+        logits = self._run(np.ascontiguousarray(x))[0, 0]
+        return 1 / (1 + np.exp(-logits)), (W / w, H / h)
+
+    def quads(self, rgb, min_area=0.01, threshold=0.5):
+        """The stamps' quadrilaterals in the frame, largest first, each with its mean mask probability."""
+        import cv2
+        prob, scale = self.mask(rgb)
+        binary = (prob > threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        found = []
+        for c in sorted(contours, key=cv2.contourArea, reverse=True):
+            if cv2.contourArea(c) < min_area * binary.size:
+                break
+            quad = fit_quad(c, scale)
+            if quad is not None:
+                region = np.zeros_like(binary)
+                cv2.drawContours(region, [c], -1, 1, -1)
+                found.append((quad, float(prob[region > 0].mean())))
+        return found
+
+
 def quad_area(quad):
     x, y = quad[:, 0], quad[:, 1]
     return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))   # shoelace
@@ -75,11 +172,12 @@ def rectify(rgb, quad, size):
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
 
 
-def detect(model, rgb, min_area=0.01):
+def detect(model, rgb, min_area=0.01, detector=None):
     """-> list of {message, corrected_bits, corners, confidence} for every quad that reads, in the 4 rotations.
-    A message read from nested quads (a photo inside its white frame) is reported once, with the inner corners."""
+    Quads come from the learned `detector` (a Detector) or, with None, from find_quads (edges). A message read
+    from nested quads (a photo inside its white frame) is reported once, with the inner corners."""
     size = (model.size[0] * 2, model.size[1] * 2)     # rectify at 2x the model size; the model resizes it down
-    quads = find_quads(rgb, min_area)
+    quads = [q for q, _ in detector.quads(rgb, min_area)] if detector is not None else find_quads(rgb, min_area)
     if not quads:
         return []
     crops = []
@@ -164,6 +262,8 @@ def get_parser():
     src.add_argument("--video", help="a video file (anything OpenCV reads)")
     src.add_argument("--camera", type=int, help="a camera index (0: the first webcam)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="a .pth checkpoint or an ONNX export folder")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help="the stamp detector: detector.onnx or a train_detector.py .pth, or 'classical' (edges)")
     p.add_argument("--save_dir", default=None, help="write annotated copies (polygon + message) here")
     p.add_argument("--save_video", default=None, help="with --video/--camera: write the annotated video here")
     p.add_argument("--json", action="store_true", help="print one JSON list of {file, frame, detections} at the end")
@@ -178,6 +278,7 @@ def main(args) -> int:
     import cv2
     try:
         model = load_model(args.model)
+        detector = None if args.detector == "classical" else Detector(args.detector)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -197,7 +298,7 @@ def main(args) -> int:
                 failures += 1
                 rows.append({"file": name, "frame": index, "detections": [], "error": rgb})
                 continue
-            found = detect(model, rgb, args.min_area)
+            found = detect(model, rgb, args.min_area, detector)
             shown = confirmer.update(found) if video else found
             rows.append({"file": name, "frame": index, "detections": shown})
             if not args.json:

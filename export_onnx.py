@@ -1,10 +1,12 @@
-"""Export a checkpoint's encoder and decoder to ONNX (single files, dynamic batch, opset 17) and check them.
+"""Export a checkpoint's encoder and decoder (or a stamp detector) to ONNX (single files, opset 17) and check them.
 
     python export_onnx.py pretrained/stegastamp_128.pth --out_dir pretrained/onnx --test
     python export_onnx.py CKPT --out_dir onnx --int8 --test      # also an int8 (dynamic quantisation) decoder
+    python export_onnx.py checkpoints/det/det_final.pth --out_dir pretrained/onnx --test   # -> detector.onnx
 Writes encoder.onnx (secret (B, L), image (B, 3, H, W) in [0,1] -> residual, encoded = clip(image + residual)) and
-decoder.onnx (image -> logits (B, L), bits in {0,1}). The model config travels in each file's metadata, so
-onnx_inference.py needs nothing else.
+decoder.onnx (image -> logits (B, L), bits in {0,1}), dynamic batch. The model config travels in each file's
+metadata, so onnx_inference.py needs nothing else. A detector checkpoint (train_detector.py) gives detector.onnx:
+frame (B, 3, H, W) in [0,1], H and W any multiples of 16 -> mask logits (B, 1, H, W), its config in the metadata.
 """
 import argparse
 import json
@@ -20,8 +22,10 @@ import torch.nn as nn
 
 from image_io import atomic_write
 from secret_codec import SecretCodec
-from models_pytorch import CheckpointError, load_checkpoint
+from models_pytorch import CheckpointError, load_checkpoint, load_detector
 from onnx_inference import METADATA_KEY   # the reader defines the key (onnx_inference.py is torch-free)
+
+DETECTOR_METADATA_KEY = "stegastamp_detector_config"
 
 
 class EncoderExport(nn.Module):
@@ -48,10 +52,11 @@ class DecoderExport(nn.Module):
         return logits, (logits > 0).float()
 
 
-def _export(module, inputs, names_in, names_out, path, cfg, opset):
-    """TorchScript-based exporter: our STN's hand-built affine grid exports at opset 16/17; batch axis dynamic."""
+def _export(module, inputs, names_in, names_out, path, cfg, opset, dynamic=None, key=METADATA_KEY):
+    """TorchScript-based exporter: our STN's hand-built affine grid exports at opset 16/17; batch axis dynamic
+    (or the axes `dynamic` names); `cfg` goes into the metadata under `key`."""
     import onnx
-    dynamic = {n: {0: "batch"} for n in names_in + names_out}
+    dynamic = dynamic or {n: {0: "batch"} for n in names_in + names_out}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The tracer warns about the shape checks and TF-padding arithmetic: they depend only on H and W, which are
         # fixed per model, so tracing them as constants is intended.
@@ -61,7 +66,7 @@ def _export(module, inputs, names_in, names_out, path, cfg, opset):
                           dynamic_axes=dynamic, dynamo=False)
         model = onnx.load(raw)
     meta = model.metadata_props.add()
-    meta.key, meta.value = METADATA_KEY, json.dumps(asdict(cfg))
+    meta.key, meta.value = key, json.dumps(asdict(cfg))
     onnx.checker.check_model(model, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(model, tmp), ".onnx")   # under 2 GB: one file, no external data
 
@@ -153,7 +158,7 @@ def compare(cfg, encoder, decoder, out_dir, int8):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py")
+    p.add_argument("model", help="checkpoint (.pth) written by train_pytorch.py (or by train_detector.py)")
     p.add_argument("--output_dir", "--out_dir", dest="out_dir", default="onnx",
                    help="writes encoder.onnx and decoder.onnx here")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
@@ -164,10 +169,37 @@ def get_parser():
     return p
 
 
+def export_detector(args) -> int:
+    """detector.onnx with dynamic batch, height and width; --test compares ONNX Runtime with PyTorch."""
+    cfg, detector = load_detector(args.model)
+    os.makedirs(args.out_dir, exist_ok=True)
+    path = os.path.join(args.out_dir, "detector.onnx")
+    axes = {0: "batch", 2: "height", 3: "width"}
+    _export(detector, (torch.rand(1, 3, 224, 384),), ["frame"], ["mask_logits"], path, cfg, args.opset,
+            {"frame": axes, "mask_logits": axes}, DETECTOR_METADATA_KEY)
+    print(f"wrote {path} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
+    if args.test:
+        import onnxruntime as ort
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        for shape in ((1, 3, 224, 384), (2, 3, 384, 256)):
+            frame = np.random.default_rng(0).random(shape, dtype=np.float32)
+            with torch.no_grad():
+                ref = detector(torch.from_numpy(frame)).numpy()
+            out = sess.run(None, {"frame": frame})[0]
+            agree = np.mean((out > 0) == (ref > 0))
+            print(f"{shape}: mask logits max |diff| {np.abs(out - ref).max():.2e}, pixel agreement {agree:.5f}")
+            if agree < 0.999:
+                print("error: ONNX Runtime disagrees with PyTorch", file=sys.stderr)
+                return 1
+    return 0
+
+
 def main(args) -> int:
     try:
         cfg, encoder, decoder = load_checkpoint(args.model, "cpu")
     except CheckpointError as e:
+        if "holds a stamp detector" in str(e):
+            return export_detector(args)
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out_dir, exist_ok=True)

@@ -265,6 +265,66 @@ class Discriminator(nn.Module):
         return heat.mean(), heat             # one scalar over batch and space, as the original
 
 
+#################################################################################
+#                                 Stamp detector                                #
+#################################################################################
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The stamp detector's shape. Travels inside its checkpoint and its ONNX export."""
+    width: int = 16           # channels of the first stage; the four stages have 1x, 2x, 3x, 4x
+    input_side: int = 384     # the long side frames are resized to before detection (short side: multiple of 16)
+
+    def __post_init__(self):
+        if self.width < 4 or self.input_side < 64 or self.input_side % 16:
+            raise ValueError(f"DetectorConfig{(self.width, self.input_side)}: width >= 4, input_side a multiple "
+                             "of 16 (>= 64)")
+
+
+def conv_bn(cin, cout, stride=1, dilation=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, dilation, dilation, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class StampDetector(nn.Module):
+    """Where are the stamps? frame (B, 3, H, W) in [0,1], H and W multiples of 16 -> mask logits (B, 1, H, W).
+
+    A small U-Net (~0.2 M parameters, ~0.5 GFLOP at 384x224): four stride-2 stages (/2 .. /16), a dilated context
+    block at /16 that sees the whole frame (a photo is told from its surroundings by its outline), and an upsampling
+    path with skip connections back to /2; the logits are upsampled bilinearly to the input size. Our design, not
+    the original's BiSeNet (whose training code was never released): BiSeNet's ImageNet backbone cannot be
+    downloaded here and is ~50x larger than this task needs; this one trains from scratch on synthetic camera scenes
+    (train_detector.py) and runs at camera rate on a laptop CPU.
+    """
+
+    def __init__(self, cfg: DetectorConfig = DetectorConfig()):
+        super().__init__()
+        self.cfg = cfg
+        c1, c2, c3, c4 = (cfg.width * k for k in (1, 2, 3, 4))
+        self.down = nn.ModuleList([nn.Sequential(conv_bn(3, c1, 2), conv_bn(c1, c1)),
+                                   nn.Sequential(conv_bn(c1, c2, 2), conv_bn(c2, c2)),
+                                   nn.Sequential(conv_bn(c2, c3, 2), conv_bn(c3, c3)),
+                                   nn.Sequential(conv_bn(c3, c4, 2), conv_bn(c4, c4))])
+        self.context = nn.Sequential(conv_bn(c4, c4, dilation=2), conv_bn(c4, c4, dilation=4),
+                                     conv_bn(c4, c4, dilation=8))
+        self.up = nn.ModuleList([conv_bn(c4 + c3, c3), conv_bn(c3 + c2, c2), conv_bn(c2 + c1, c1)])
+        self.head = nn.Conv2d(c1, 1, 1)
+
+    def forward(self, frame):
+        if frame.dim() != 4 or frame.shape[1] != 3 or frame.shape[2] % 16 or frame.shape[3] % 16:
+            raise ValueError(f"StampDetector expects frames (B, 3, H, W) with H, W multiples of 16, got "
+                             f"{tuple(frame.shape)}")
+        x, skips = frame - 0.5, []
+        for stage in self.down:
+            x = stage(x)
+            skips.append(x)
+        x = x + self.context(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[2:], mode="bilinear", align_corners=False),
+                                 skip], 1))
+        return F.interpolate(self.head(x), size=frame.shape[2:], mode="bilinear", align_corners=False)
+
+
 def count_parameters(module: nn.Module) -> int:
     """All parameters, frozen ones included (conv10 counts, as in the TF variable set)."""
     return sum(p.numel() for p in module.parameters())
@@ -311,8 +371,9 @@ def save_checkpoint(path, cfg: ModelConfig, encoder, decoder, discriminator=None
     atomic_torch_save(ckpt, path)
 
 
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """Load and validate a checkpoint dict (weights_only=True). Raises CheckpointError with a one-line reason."""
+def read_checkpoint(path, map_location="cpu", kind="stegastamp") -> dict:
+    """Load and validate a checkpoint dict (weights_only=True) of `kind` ('stegastamp': encoder + decoder, or
+    'detector'). Raises CheckpointError with a one-line reason."""
     path = os.fspath(path)
     if os.path.isdir(path):
         onnx = any(f.endswith(".onnx") for f in os.listdir(path))
@@ -323,12 +384,12 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     with open(path, "rb") as f:
         head = f.read(8)
-    kind = "an ONNX model" if path.endswith(".onnx") else next(
+    looks_like = "an ONNX model" if path.endswith(".onnx") else next(
         (name for magic, name in ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
                                   (b"<", "a text/HTML file")) if head.startswith(magic)), None)
-    if kind is not None or not head:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({kind or 'an empty file'})"
-                              + ("; ONNX models are read by onnx_inference.py" if kind == "an ONNX model" else ""))
+    if looks_like is not None or not head:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({looks_like or 'an empty file'})"
+                              + ("; ONNX models are read by onnx_inference.py" if looks_like == "an ONNX model" else ""))
     if not head.startswith((b"PK\x03\x04", b"\x80")):   # torch.save writes a zip (or a legacy pickle)
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
@@ -336,12 +397,22 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     except Exception as e:  # zip/pickle errors, truncated files, disallowed globals
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable StegaStamp checkpoint ({first[:200]})") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
-        raise CheckpointError(f"{path}: not a StegaStamp checkpoint (no 'model_config'; a bare state_dict?)")
+    config_key = {"stegastamp": "model_config", "detector": "detector_config"}[kind]
+    if isinstance(ckpt, dict) and config_key not in ckpt:
+        other = next((k for k, c in (("a stamp detector", "detector_config"), ("an encoder/decoder", "model_config"))
+                      if c in ckpt), None)
+        if other:
+            raise CheckpointError(f"{path}: holds {other}, not {'a stamp detector' if kind == 'detector' else 'an encoder/decoder'}")
+    if not isinstance(ckpt, dict) or config_key not in ckpt:
+        raise CheckpointError(f"{path}: not a StegaStamp checkpoint (no '{config_key}'; a bare state_dict?)")
     version = ckpt.get("format_version")
     if version != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format_version {version!r}, this code reads "
                               f"{CHECKPOINT_FORMAT_VERSION}")
+    if kind == "detector":
+        if not isinstance(ckpt.get("detector"), dict):
+            raise CheckpointError(f"{path}: checkpoint lacks detector weights")
+        return ckpt
     missing = [k for k in ("encoder", "decoder") if not isinstance(ckpt.get(k), dict)]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} weights")
@@ -360,6 +431,25 @@ def load_state(module: nn.Module, state: dict, what: str, path) -> None:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0]
         raise CheckpointError(f"{path}: {what} weights do not match the architecture ({detail[:300]})") from None
+
+
+def save_detector(path, cfg: DetectorConfig, detector, opt=None, step: int = 0, train_args: dict = None, **extra):
+    """A detector checkpoint: like save_checkpoint, primitives and state_dicts only (weights_only=True)."""
+    atomic_torch_save({"format_version": CHECKPOINT_FORMAT_VERSION, "detector_config": asdict(cfg),
+                       "detector": unwrap(detector).state_dict(), "opt": opt.state_dict() if opt is not None else None,
+                       "step": int(step), "train_args": dict(train_args or {}), **extra}, path)
+
+
+def load_detector(path, device="cpu"):
+    """path -> (DetectorConfig, StampDetector in eval mode), or a one-line CheckpointError."""
+    ckpt = read_checkpoint(path, kind="detector")
+    try:
+        cfg = DetectorConfig(**ckpt["detector_config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad detector_config: {e}") from None
+    detector = StampDetector(cfg)
+    load_state(detector, ckpt["detector"], "detector", path)
+    return cfg, detector.to(device).eval()
 
 
 def load_checkpoint(path, device="cpu"):

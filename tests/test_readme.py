@@ -5,6 +5,7 @@ the JSON keys). A renamed flag, a changed output name or a command that stopped 
 user's copy-paste."""
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -137,7 +138,7 @@ def check(cmd, comment, out):
         secret = re.search(r'--secret "?(\w+)', cmd)
         assert f"decoded: '{secret[1] if secret else 'Hello!'}'" in out, out    # the round trip gives the message back
     folder = re.search(r"--(?:out_dir|output_dir|save_dir)\s+(\S+)", cmd)
-    for name in re.findall(r"[\w./]+\.(?:png|onnx|md|json|mp4)\b", comment):
+    for name in re.findall(r"[\w./]+\.(?:png|onnx|md|json|mp4|tflite|mlpackage)\b", comment):
         name = name if "/" in name or not folder else os.path.join(folder[1], name)   # bare names: in the folder
         assert os.path.exists(name), (name, os.listdir(os.path.dirname(name) or "."))
     m = re.search(r"--(?:output|save_video|out)\s+(\S+)", cmd)
@@ -165,6 +166,9 @@ def test_readme_section_runs(section, inputs, tmp_path, monkeypatch):
         rc, out, err = run(cmd)
         if "--camera" in cmd:                                      # no camera on a CI machine: one clear line
             assert rc != 0 and err.startswith("error:") and err.count("\n") == 1, err
+            continue
+        if "export_mobile.py" in cmd and importlib.util.find_spec("litert_torch") is None:
+            assert rc == 2 and "pip install -r requirements_mobile.txt" in err, err   # the documented one line
             continue
         assert rc in (0, None), (cmd, rc, err[-2000:])
         check(cmd, comment, out)

@@ -1,0 +1,117 @@
+"""The learned stamp detector: synthetic scenes (masks and corners right), quad fitting from a coarse mask, the
+network's shapes, train_detector.py (checkpoints, exact resume), export to ONNX with dynamic sizes, the Detector
+front end for .pth and ONNX, and checkpoints of one kind refused where the other is expected."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2", reason="the detector needs OpenCV (pip install opencv-python-headless)")
+
+import detect_decode as D
+import train_detector
+from models_pytorch import CheckpointError, DetectorConfig, StampDetector, load_checkpoint, load_detector, save_detector
+from scenes import make_scene, polygon_area, tilted_quad
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tilted_quad_geometry():
+    flat = tilted_quad(4 / 3, 0, 0, 0)
+    assert np.allclose(flat, [[-0.57735, -0.43301], [0.57735, -0.43301], [0.57735, 0.43301], [-0.57735, 0.43301]],
+                       atol=1e-4) and np.isclose(polygon_area(flat), 1)
+    tilted = tilted_quad(1.0, 40, 0, 0)                   # about the x axis: top and bottom edges differ in length
+    top, bottom = np.linalg.norm(tilted[1] - tilted[0]), np.linalg.norm(tilted[2] - tilted[3])
+    assert abs(top / bottom - 1) > 0.2 and np.isclose(np.linalg.norm(tilted[3] - tilted[0]),
+                                                      np.linalg.norm(tilted[2] - tilted[1]))
+
+
+def test_scene_mask_and_corners():
+    rng = np.random.default_rng(0)
+    bg = np.zeros((50, 50, 3), np.uint8)
+    stamp = np.full((120, 160, 3), 200, np.uint8)
+    stamp[:60, :80] = 50                                   # a dark top-left quarter marks the stamp's orientation
+    s = make_scene(rng, bg, [stamp], (400, 300), area=0.3, paper_prob=0, occlude_prob=0, camera_strength=0)
+    (quad,) = s.corners
+    assert abs(s.mask.sum() / (400 * 300) - 0.3) < 0.02                 # the mask is the stamp, at its area
+    region = np.zeros((300, 400), np.uint8)
+    cv2.fillConvexPoly(region, np.round(quad).astype(np.int32), 1)
+    assert (region & s.mask).sum() / (region | s.mask).sum() > 0.97
+    tl = quad[0] + 0.15 * (quad[2] - quad[0])              # inside the stamp, near its own top-left corner
+    assert s.frame[int(tl[1]), int(tl[0])].mean() < 100
+    assert make_scene(rng, bg, [], (64, 48)).mask.sum() == 0
+
+
+def test_fit_quad_subpixel_from_coarse_mask():
+    """A quad drawn in a mask at 1/5 of the frame's resolution comes back within a fraction of a frame pixel
+    per mask pixel, even with a bite taken out of one side (a finger)."""
+    truth = np.array([[103.0, 77.0], [402.0, 121.0], [371.0, 389.0], [88.0, 340.0]], np.float32)
+    scale = 5.0
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.fillConvexPoly(mask, np.round((truth + 0.5) / scale * 16 - 8).astype(np.int32), 1, shift=4)
+    cv2.circle(mask, (50, 72), 6, 0, -1)                    # an occluder on the bottom edge
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    quad = D.fit_quad(max(contours, key=cv2.contourArea), (scale, scale))
+    err = np.linalg.norm(quad - truth, axis=1)
+    assert err.max() < 0.5 * scale, err
+
+
+def test_detector_shapes_and_bad_input():
+    net = StampDetector(DetectorConfig(width=4)).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 64, 96)).shape == (2, 1, 64, 96)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        net(torch.rand(1, 3, 60, 96))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from dataset import BUILTIN_SPLITS, load_builtin_photo
+    d = tmp_path_factory.mktemp("photos")
+    for name in BUILTIN_SPLITS["train"][:4]:
+        load_builtin_photo(name).convert("RGB").resize((160, 120)).save(d / f"{name}.jpg")
+    return d
+
+
+def train(tmp_path, photos, name, *extra):
+    args = train_detector.get_parser().parse_args(
+        [name, "--train_path", str(photos), "--model", "none", "--pool", "4", "--size", "64", "--batch_size", "2",
+         "--width", "4", "--input_side", "64", "--workers", "0", "--log_interval", "1", "--no_progress",
+         "--logs_dir", str(tmp_path / "logs"), "--checkpoints_dir", str(tmp_path / "ckpt"), *extra])
+    return train_detector.main(args)
+
+
+def test_train_resume_exact_export_and_run(tmp_path, photos):
+    assert train(tmp_path, photos, "full", "--num_steps", "4") == 4
+    assert train(tmp_path, photos, "half", "--num_steps", "4", "--time_limit", "0") == 1   # stopped after step 1
+    half = tmp_path / "ckpt" / "half" / "half_last.pth"
+    assert train(tmp_path, photos, "half", "--num_steps", "4", "--pretrained", str(half)) == 4
+    a, b = (torch.load(tmp_path / "ckpt" / n / f"{n}_final.pth", weights_only=True)["detector"] for n in ("full", "half"))
+    assert all(torch.equal(a[k], b[k]) for k in a)          # 1 + 3 resumed steps == 4 straight
+    first = torch.load(tmp_path / "ckpt" / "full" / "full_final.pth", weights_only=True)
+    assert first["step"] == 4 and first["detector_config"] == {"width": 4, "input_side": 64}
+    with pytest.raises(SystemExit, match="exists"):        # a run name is not silently reused
+        train(tmp_path, photos, "full", "--num_steps", "4")
+
+    import export_onnx
+    ckpt = tmp_path / "ckpt" / "full" / "full_final.pth"
+    out = tmp_path / "onnx"
+    assert export_onnx.main(export_onnx.get_parser().parse_args([str(ckpt), "--out_dir", str(out), "--test"])) == 0
+    frame = np.asarray(Image.open(next(photos.iterdir())).convert("RGB").resize((200, 130)))
+    p_onnx, scale = D.Detector(str(out / "detector.onnx")).mask(frame)
+    p_torch, _ = D.Detector(str(ckpt)).mask(frame)
+    assert p_onnx.shape == (48, 64) and scale == (200 / 64, 130 / 48)          # long side 64, multiples of 16
+    assert np.abs(p_onnx - p_torch).max() < 1e-4
+
+
+def test_checkpoint_kinds_are_not_mixed_up(tmp_path):
+    path = tmp_path / "det.pth"
+    save_detector(path, DetectorConfig(width=4), StampDetector(DetectorConfig(width=4)))
+    with pytest.raises(CheckpointError, match="holds a stamp detector, not an encoder/decoder"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="holds an encoder/decoder, not a stamp detector"):
+        load_detector(os.path.join(ROOT, "pretrained", "stegastamp_128.pth"))
+    with pytest.raises(D.ModelLoadError, match="not a stamp detector ONNX"):
+        D.Detector(os.path.join(ROOT, "pretrained", "onnx", "decoder.onnx"))

@@ -1,0 +1,265 @@
+"""Train the stamp detector (models_pytorch.StampDetector) on synthetic camera scenes made on the fly.
+
+    python train_detector.py det --train_path data/photos/train --num_steps 6000      # ~40 min on 2 CPU cores
+    python train_detector.py det --train_path data/photos/train --num_steps 12000 --pretrained checkpoints/det/det_last.pth
+    python export_onnx.py checkpoints/det/det_final.pth --out_dir pretrained/onnx      # -> detector.onnx
+
+The original released a trained BiSeNet detector but never its training code. Here every training frame is a scene
+(scenes.py): 0-3 photos warped with a hand-held camera's perspective, scale (5-90% of the frame), roll, tilt and
+aspect into a background photo, with or without white paper around them, sometimes partly covered, then uneven
+light, white balance, blur, noise and JPEG. Half of the photos are encoded with --model (random strengths and
+messages), half are plain: the original's author found the detector does equally well on both, and a detector that
+needs the residual would fail on strongly compressed copies. The target is each photo's own pixels (not its
+paper). Loss: binary cross-entropy + soft Dice. Photos and backgrounds come from --train_path only (use the train
+split of prepare_photos.py; the validation photos are for evaluate_detector.py). Logs (TensorBoard, metrics.jsonl,
+log.txt) in logs/<exp_name>, checkpoints in checkpoints/<exp_name>; --pretrained resumes exactly.
+"""
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dataset import SeededSampler
+from image_io import ImageLoadError, list_images, load_image
+from models_pytorch import (CheckpointError, DetectorConfig, StampDetector, count_parameters, load_state,
+                            read_checkpoint, save_detector)
+from scenes import make_scene
+from train_pytorch import Logger, check_new_run, format_eta, link_or_save, rng_state, set_rng_state
+
+STAMP_COUNTS = (0, 1, 1, 1, 1, 1, 2, 2, 3)   # a frame holds 0-3 stamps; one stamp most often; 1 in 9 none
+
+
+def load_photos(root, short_side):
+    """Every photo under root, decoded once at `short_side` (uint8 arrays, shared with the workers)."""
+    photos = []
+    for path in list_images(root):
+        try:
+            img = load_image(path, draft=(short_side, short_side))
+        except ImageLoadError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+            continue
+        s = short_side / min(img.size)
+        if s < 1:
+            img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BICUBIC)
+        photos.append(np.asarray(img))
+    if len(photos) < 2:
+        raise SystemExit(f"error: {root}: need at least 2 readable photos, found {len(photos)}")
+    return photos
+
+
+def crop(photo, rng, aspect=None, min_scale=0.3):
+    """A random crop (side U(min_scale, 1) of the largest with this aspect), flipped half of the time."""
+    H, W = photo.shape[:2]
+    aspect = aspect or W / H
+    cw = min(W, H * aspect) * rng.uniform(min_scale, 1)
+    ch = min(cw / aspect, H)
+    cw, ch = max(int(cw), 8), max(int(ch), 8)
+    x, y = rng.integers(0, W - cw + 1), rng.integers(0, H - ch + 1)
+    out = photo[y:y + ch, x:x + cw]
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def stamp_pool(photos, n, model, rng, sides=(192, 400)):
+    """n stamps: crops of the photos at random aspect (3:4 .. 4:3 and square) and size; the even ones encoded with
+    `model` at a random strength (0.5-1.5) and a random 7-letter message, the odd ones left plain."""
+    pool = []
+    for i in range(n):
+        aspect = rng.choice([3 / 4, 2 / 3, 1.0, 4 / 3, 3 / 2])
+        img = Image.fromarray(np.ascontiguousarray(crop(photos[rng.integers(len(photos))], rng, aspect, 0.5)))
+        side = int(rng.integers(*sides))                                   # the long side
+        img = img.resize((side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side), Image.BICUBIC)
+        if i % 2 == 0 and model is not None:
+            message = "".join(chr(c) for c in rng.integers(97, 123, 7))
+            img = model.encode(img, message, strength=float(rng.uniform(0.5, 1.5)))[0]
+        pool.append(np.asarray(img))
+    return pool
+
+
+class SceneDataset(Dataset):
+    """Item (index, seed) -> (frame (3, S, S) in [0,1], mask (1, S, S) in {0,1}): background photo `index`, stamps
+    drawn from the pool, everything else from the seed (a resumed run sees the same frames)."""
+
+    def __init__(self, photos, pool, size):
+        self.photos, self.pool, self.size = photos, pool, size
+
+    def __len__(self):
+        return len(self.photos)
+
+    def __getitem__(self, key):
+        idx, seed = key
+        rng = np.random.default_rng(seed)
+        if rng.random() < 0.15:         # a table or a wall: a flat colour with a gradient
+            bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
+            bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
+        else:
+            bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
+        stamps = [self.pool[rng.integers(len(self.pool))] for _ in range(rng.choice(STAMP_COUNTS))]
+        scene = make_scene(rng, bg, stamps, (self.size, self.size), area=(0.05, 0.9), max_tilt=55,
+                           camera_strength=rng.uniform(0.3, 1.3))
+        frame = torch.from_numpy(scene.frame).permute(2, 0, 1).float() / 255
+        return frame, torch.from_numpy(scene.mask)[None].float()
+
+
+def losses(logits, mask):
+    """BCE + soft Dice (per image, averaged; an empty frame's Dice term is 0 when nothing is predicted)."""
+    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    p = torch.sigmoid(logits)
+    inter, total = (p * mask).sum((1, 2, 3)), (p + mask).sum((1, 2, 3))
+    dice = (1 - (2 * inter + 1) / (total + 1)).mean()
+    pred = logits > 0
+    iou = ((pred & (mask > 0)).sum() / (pred | (mask > 0)).sum().clamp_min(1)).item()
+    return bce + dice, {"loss/bce": bce.item(), "loss/dice": dice.item(), "metric/iou": iou}
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("exp_name", help="run name: logs/<exp_name>, checkpoints/<exp_name>")
+    p.add_argument("--train_path", default="data/photos/train",
+                   help="folder of photos for stamps and backgrounds (never the validation split)")
+    p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained",
+                                                   "stegastamp_128.pth"),
+                   help="encoder that makes the encoded stamps (.pth or ONNX folder); 'none': plain photos only")
+    p.add_argument("--pool", type=int, default=160, help="stamps made before training (half encoded, half plain)")
+    p.add_argument("--size", type=int, default=256, help="side of the square training frames (multiple of 16)")
+    p.add_argument("--width", type=int, default=16, help="detector width (channels of the first stage)")
+    p.add_argument("--input_side", type=int, default=384, help="long side frames are resized to when detecting")
+    p.add_argument("--num_steps", type=int, default=6000, help="training steps in all (a resumed run goes on)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 5%% over the run)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes making scenes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes, the stamp pool and the initialisation")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="bf16 autocast (2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs; slower elsewhere)")
+    p.add_argument("--channels_last", action="store_true", help="NHWC memory layout (faster convolutions on CPU)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--pretrained", default=None, help="checkpoint to resume from (weights, optimizer, step)")
+    p.add_argument("--init_from", default=None, help="start a new run from a detector checkpoint's weights")
+    p.add_argument("--time_limit", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly (final checkpoint) after this many minutes; resume with --pretrained")
+    p.add_argument("--logs_dir", default="logs", help="logs go to LOGS_DIR/<exp_name>")
+    p.add_argument("--checkpoints_dir", default="checkpoints", help="checkpoints go to CHECKPOINTS_DIR/<exp_name>")
+    p.add_argument("--log_interval", type=int, default=50, help="steps between console/TensorBoard lines")
+    p.add_argument("--img_interval", type=int, default=500, help="steps between TensorBoard frame/mask images")
+    p.add_argument("--last_every", type=int, default=250, help="steps between rewrites of <exp>_last.pth")
+    p.add_argument("--ckpt_every", type=int, default=2000, help="steps between kept <exp>_<step>.pth")
+    p.add_argument("--no_tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
+    p.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of this name")
+    return p
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        cfg = DetectorConfig(args.width, args.input_side)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    if args.size % 16:
+        raise SystemExit(f"error: --size {args.size}: must be a multiple of 16")
+    if args.pretrained and args.init_from:
+        raise SystemExit("error: --pretrained resumes a run, --init_from starts a new one from weights: give one")
+    if not os.path.isdir(args.train_path):
+        raise SystemExit(f"error: {args.train_path}: no such folder (build the photo corpus with "
+                         f"`python prepare_photos.py data/photos`, or give --train_path)")
+    if not args.pretrained:
+        check_new_run(args)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    detector = StampDetector(cfg).to(device)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    detector = detector.to(memory_format=layout)
+    opt = torch.optim.Adam(detector.parameters(), lr=args.lr)
+    start = 0
+    for path, resume in ((args.pretrained, True), (args.init_from, False)):
+        if path:
+            try:
+                ckpt = read_checkpoint(path, kind="detector")
+                load_state(detector, ckpt["detector"], "detector", path)
+            except CheckpointError as e:
+                raise SystemExit(f"error: {e}")
+            if DetectorConfig(**ckpt["detector_config"]) != cfg:
+                raise SystemExit(f"error: {path} holds a detector with {ckpt['detector_config']}, these flags give "
+                                 f"{asdict(cfg)}")
+            if resume:
+                opt.load_state_dict(ckpt["opt"])
+                start = ckpt["step"]
+                set_rng_state(ckpt["rng"])
+    log = Logger(args, True)
+    log.print(f"exp {args.exp_name} | detector {count_parameters(detector) / 1e6:.2f} M parameters, {asdict(cfg)} | "
+              f"frames {args.size}x{args.size} | steps {start}->{args.num_steps}")
+
+    rng = np.random.default_rng(args.seed)
+    photos = load_photos(args.train_path, 2 * args.size)
+    model = None
+    if args.model != "none":
+        from inference import ModelLoadError, load_model
+        try:
+            model = load_model(args.model)
+        except ModelLoadError as e:
+            raise SystemExit(f"error: {e}")
+    t = time.time()
+    pool = stamp_pool(photos, args.pool, model, rng)
+    log.print(f"{len(photos)} photos from {args.train_path}; {len(pool)} stamps made in {time.time() - t:.0f} s")
+    ds = SceneDataset(photos, pool, args.size)
+    loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
+                        sampler=SeededSampler(len(ds), args.seed, 0, start=start * args.batch_size),
+                        persistent_workers=args.workers > 0, drop_last=True, generator=torch.Generator())
+    ckpt_dir = os.path.join(args.checkpoints_dir, args.exp_name)
+    os.makedirs(ckpt_dir, exist_ok=True)
+    last = os.path.join(ckpt_dir, f"{args.exp_name}_last.pth")
+    save = lambda path, step: save_detector(path, cfg, detector, opt, step, vars(args), rng=rng_state())
+
+    detector.train()
+    t0, step, t_log = time.time(), start, time.time()
+    for frames, masks in loader:
+        if step >= args.num_steps:
+            break
+        for g in opt.param_groups:                                  # cosine decay to 5%, a function of the step
+            g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + float(np.cos(np.pi * step / max(args.num_steps, 1)))))
+        frames, masks = frames.to(device).contiguous(memory_format=layout), masks.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            logits = detector(frames)
+        loss, values = losses(logits.float(), masks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        log.update_bar(1)
+        if step % args.log_interval == 0 or step == args.num_steps:
+            speed = args.log_interval / max(time.time() - t_log, 1e-9)
+            t_log = time.time()
+            log.scalars(step, {**values, "lr": opt.param_groups[0]["lr"]})
+            log.print(f"step {step:06d} | loss {loss.item():.4f} | iou {values['metric/iou']:.3f} | "
+                      f"{speed:.2f} it/s | eta {format_eta((args.num_steps - step) / speed)}")
+        if log.tb and step % args.img_interval == 0:
+            n = min(4, frames.shape[0])
+            log.tb.add_image("frames", torch.cat(list(frames[:n].cpu()), 2), step)
+            log.tb.add_image("masks/target_vs_predicted", torch.cat(
+                [torch.cat(list(masks[:n].cpu()), 2), torch.cat(list(torch.sigmoid(logits[:n].detach().float().cpu())), 2)], 1), step)
+        if step % args.ckpt_every == 0:
+            save(os.path.join(ckpt_dir, f"{args.exp_name}_{step:07d}.pth"), step)
+        if step % args.last_every == 0:
+            save(last, step)
+        if args.time_limit is not None and time.time() - t0 > 60 * args.time_limit:
+            log.print(f"step {step:06d} | --time_limit {args.time_limit} min reached: stopping here")
+            break
+    final = os.path.join(ckpt_dir, f"{args.exp_name}_final.pth")
+    save(final, step)
+    link_or_save(final, last, lambda p: save(p, step))
+    log.print(f"done: {step} steps in {format_eta(time.time() - t0)}; final checkpoint {final}")
+    log.close()
+    return step
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())
