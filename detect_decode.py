@@ -96,12 +96,13 @@ def fit_quad(contour, scale=(1.0, 1.0)):
     for i in range(4):
         (p, u), (q, v) = lines[i - 1], lines[i]
         det = u[0] * -v[1] - u[1] * -v[0]
-        if abs(det) < 1e-6:
-            return quad * scale
+        if abs(det) < 1e-6:                                                  # parallel neighbours: no refit
+            corners = quad
+            break
         s = ((q - p)[0] * -v[1] - (q - p)[1] * -v[0]) / det
         corners.append(p + s * u)
     corners = np.array(corners, np.float32)
-    if np.abs(corners - quad).max() > 0.1 * np.sqrt(peri ** 2 / 16):       # a refit that ran away: keep the coarse
+    if np.abs(corners - quad).max() > 0.025 * peri:                          # a refit that ran away: keep the coarse
         corners = quad
     return (corners + 0.5) * np.asarray(scale, np.float32) - 0.5                # mask pixels -> frame pixels
 

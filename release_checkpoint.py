@@ -1,10 +1,13 @@
 """Turn a training checkpoint into a small inference checkpoint: model config + encoder + decoder, weights in fp16.
 
     python release_checkpoint.py checkpoints/stegastamp_128/stegastamp_128_final.pth pretrained/stegastamp_128.pth
-The result loads with models_pytorch.load_checkpoint like any checkpoint (weights come back as fp32); optimizer and
-critic states are dropped, the training arguments and step are kept for provenance.
+    python release_checkpoint.py checkpoints/det/det_final.pth pretrained/detector.pth       # a stamp detector
+The result loads with models_pytorch.load_checkpoint (load_detector for a detector) like any checkpoint (weights
+come back as fp32); optimizer and critic states are dropped, the training arguments and step are kept for
+provenance. An existing output is only replaced with --overwrite.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -18,21 +21,33 @@ def get_parser():
     p.add_argument("checkpoint", help="training checkpoint (.pth) from train_pytorch.py")
     p.add_argument("out", help="inference checkpoint to write")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                    help="weight precision of the released file")
+                   help="weight precision of the released file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
 
 def main(args) -> int:
+    if os.path.exists(args.out) and not args.overwrite:
+        print(f"error: {args.out} exists (pass --overwrite to replace it)", file=sys.stderr)
+        return 2
     try:
-        ckpt = read_checkpoint(args.checkpoint)
+        try:
+            ckpt, kind = read_checkpoint(args.checkpoint), "stegastamp"
+        except CheckpointError as e:
+            if "holds a stamp detector" not in str(e):
+                raise
+            ckpt, kind = read_checkpoint(args.checkpoint, kind="detector"), "detector"
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     dtype = getattr(torch, args.dtype)
     cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    release = {"format_version": CHECKPOINT_FORMAT_VERSION, "model_config": ckpt["model_config"],
-               "encoder": cast(ckpt["encoder"]), "decoder": cast(ckpt["decoder"]), "discriminator": None,
-               "opt_g": None, "opt_d": None, "step": ckpt["step"], "train_args": ckpt.get("train_args", {})}
+    common = {"format_version": CHECKPOINT_FORMAT_VERSION, "step": ckpt["step"], "train_args": ckpt.get("train_args", {})}
+    if kind == "detector":
+        release = {**common, "detector_config": ckpt["detector_config"], "detector": cast(ckpt["detector"]), "opt": None}
+    else:
+        release = {**common, "model_config": ckpt["model_config"], "encoder": cast(ckpt["encoder"]),
+                   "decoder": cast(ckpt["decoder"]), "discriminator": None, "opt_g": None, "opt_d": None}
     atomic_torch_save(release, args.out)
     print(f"wrote {args.out} (step {ckpt['step']}, {args.dtype})")
     return 0

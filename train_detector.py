@@ -7,9 +7,11 @@
 The original released a trained BiSeNet detector but never its training code. Here every training frame is a scene
 (scenes.py): 0-3 photos warped with a hand-held camera's perspective, scale (5-90% of the frame), roll, tilt and
 aspect into a background photo, with or without white paper around them, sometimes partly covered, then uneven
-light, white balance, blur, noise and JPEG. Half of the photos are encoded with --model (random strengths and
-messages), half are plain: the original's author found the detector does equally well on both, and a detector that
-needs the residual would fail on strongly compressed copies. The target is each photo's own pixels (not its
+light, white balance, blur, noise and JPEG. Every stamp is a fresh random crop of a training photo; half of them
+carry a residual of --model (made once for --pool photos and messages, added at strength 0.5-1.5), half are plain:
+the original's author found the detector does equally well on both, and a detector that needs the residual would
+fail on strongly compressed copies. (A first version drew stamps from a fixed pool of 160 images: it reached IoU
+0.94 on them and found only half of the stamps made from new photos: it had learned the pool.) The target is each photo's own pixels (not its
 paper). Loss: binary cross-entropy + soft Dice. Photos and backgrounds come from --train_path only (use the train
 split of prepare_photos.py; the validation photos are for evaluate_detector.py). Logs (TensorBoard, metrics.jsonl,
 log.txt) in logs/<exp_name>, checkpoints in checkpoints/<exp_name>; --pretrained resumes exactly.
@@ -66,28 +68,46 @@ def crop(photo, rng, aspect=None, min_scale=0.3):
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
-def stamp_pool(photos, n, model, rng, sides=(192, 400)):
-    """n stamps: crops of the photos at random aspect (3:4 .. 4:3 and square) and size; the even ones encoded with
-    `model` at a random strength (0.5-1.5) and a random 7-letter message, the odd ones left plain."""
+ASPECTS = (3 / 4, 2 / 3, 1.0, 4 / 3, 3 / 2)
+
+
+def residual_pool(photos, n, model, rng, side=256):
+    """n StegaStamp residuals (float16, side x side): `model`'s residual for crops of the photos and random 7-letter
+    messages at strength 1. Added to fresh photo crops during training, they give encoded-looking stamps of
+    endless variety without running the encoder in the workers."""
     pool = []
-    for i in range(n):
-        aspect = rng.choice([3 / 4, 2 / 3, 1.0, 4 / 3, 3 / 2])
-        img = Image.fromarray(np.ascontiguousarray(crop(photos[rng.integers(len(photos))], rng, aspect, 0.5)))
-        side = int(rng.integers(*sides))                                   # the long side
-        img = img.resize((side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side), Image.BICUBIC)
-        if i % 2 == 0 and model is not None:
-            message = "".join(chr(c) for c in rng.integers(97, 123, 7))
-            img = model.encode(img, message, strength=float(rng.uniform(0.5, 1.5)))[0]
-        pool.append(np.asarray(img))
+    for _ in range(n if model is not None else 0):
+        img = Image.fromarray(np.ascontiguousarray(crop(photos[rng.integers(len(photos))], rng, 1.0, 0.5)))
+        img = img.resize((side, side), Image.BICUBIC)
+        message = "".join(chr(c) for c in rng.integers(97, 123, 7))
+        encoded = model.encode(img, message, strength=1.0)[0]
+        pool.append((np.asarray(encoded, np.float32) - np.asarray(img, np.float32)).astype(np.float16))
     return pool
 
 
-class SceneDataset(Dataset):
-    """Item (index, seed) -> (frame (3, S, S) in [0,1], mask (1, S, S) in {0,1}): background photo `index`, stamps
-    drawn from the pool, everything else from the seed (a resumed run sees the same frames)."""
+def make_stamp(photos, residuals, rng, sides=(160, 400)):
+    """A photo to be printed: a random crop (aspect 2:3 .. 3:2, 30-100% of the photo) of a random training photo at
+    a random size; half of them (when there are residuals) carry a StegaStamp residual at strength 0.5-1.5. Fresh
+    each time: a detector that memorised a fixed set of stamps would not find new ones."""
+    import cv2
+    aspect = ASPECTS[rng.integers(len(ASPECTS))]
+    img = crop(photos[rng.integers(len(photos))], rng, aspect, 0.3)
+    side = int(rng.integers(*sides))                                        # the long side
+    size = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
+    img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA)
+    if residuals and rng.random() < 0.5:
+        r = cv2.resize(residuals[rng.integers(len(residuals))].astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+        img = np.clip(img + rng.uniform(0.5, 1.5) * r, 0, 255).astype(np.uint8)
+    return img
 
-    def __init__(self, photos, pool, size):
-        self.photos, self.pool, self.size = photos, pool, size
+
+class SceneDataset(Dataset):
+    """Item (index, seed) -> (frame (3, S, S) uint8, mask (1, S, S) uint8 in {0,1}): background photo `index`,
+    fresh stamps (make_stamp), everything else from the seed (a resumed run sees the same frames). uint8 keeps the
+    workers cheap; the training loop scales the batch to [0,1]."""
+
+    def __init__(self, photos, residuals, size):
+        self.photos, self.residuals, self.size = photos, residuals, size
 
     def __len__(self):
         return len(self.photos)
@@ -100,11 +120,10 @@ class SceneDataset(Dataset):
             bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
         else:
             bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
-        stamps = [self.pool[rng.integers(len(self.pool))] for _ in range(rng.choice(STAMP_COUNTS))]
+        stamps = [make_stamp(self.photos, self.residuals, rng) for _ in range(rng.choice(STAMP_COUNTS))]
         scene = make_scene(rng, bg, stamps, (self.size, self.size), area=(0.05, 0.9), max_tilt=55,
                            camera_strength=rng.uniform(0.3, 1.3))
-        frame = torch.from_numpy(scene.frame).permute(2, 0, 1).float() / 255
-        return frame, torch.from_numpy(scene.mask)[None].float()
+        return torch.from_numpy(np.ascontiguousarray(scene.frame.transpose(2, 0, 1))), torch.from_numpy(scene.mask)[None]
 
 
 def losses(logits, mask):
@@ -127,12 +146,13 @@ def get_parser():
     p.add_argument("--model", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained",
                                                    "stegastamp_128.pth"),
                    help="encoder that makes the encoded stamps (.pth or ONNX folder); 'none': plain photos only")
-    p.add_argument("--pool", type=int, default=160, help="stamps made before training (half encoded, half plain)")
+    p.add_argument("--pool", type=int, default=64,
+                   help="StegaStamp residuals made before training, added to half of the stamps")
     p.add_argument("--size", type=int, default=256, help="side of the square training frames (multiple of 16)")
     p.add_argument("--width", type=int, default=16, help="detector width (channels of the first stage)")
     p.add_argument("--input_side", type=int, default=384, help="long side frames are resized to when detecting")
     p.add_argument("--num_steps", type=int, default=6000, help="training steps in all (a resumed run goes on)")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=16, help="frames per step")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 5%% over the run)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes making scenes")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes, the stamp pool and the initialisation")
@@ -208,9 +228,9 @@ def main(args):
         except ModelLoadError as e:
             raise SystemExit(f"error: {e}")
     t = time.time()
-    pool = stamp_pool(photos, args.pool, model, rng)
-    log.print(f"{len(photos)} photos from {args.train_path}; {len(pool)} stamps made in {time.time() - t:.0f} s")
-    ds = SceneDataset(photos, pool, args.size)
+    residuals = residual_pool(photos, args.pool, model, rng)
+    log.print(f"{len(photos)} photos from {args.train_path}; {len(residuals)} residuals made in {time.time() - t:.0f} s")
+    ds = SceneDataset(photos, residuals, args.size)
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
                         sampler=SeededSampler(len(ds), args.seed, 0, start=start * args.batch_size),
                         persistent_workers=args.workers > 0, drop_last=True, generator=torch.Generator())
@@ -226,7 +246,8 @@ def main(args):
             break
         for g in opt.param_groups:                                  # cosine decay to 5%, a function of the step
             g["lr"] = args.lr * (0.05 + 0.95 * 0.5 * (1 + float(np.cos(np.pi * step / max(args.num_steps, 1)))))
-        frames, masks = frames.to(device).contiguous(memory_format=layout), masks.to(device)
+        frames = (frames.to(device).float() / 255).contiguous(memory_format=layout)
+        masks = masks.to(device).float()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
             logits = detector(frames)
         loss, values = losses(logits.float(), masks)

@@ -93,3 +93,58 @@ def test_cli_images_video_json(model, stamp, tmp_path, capsys):
     assert [r["frame"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["detections"] == [] and all(r["detections"][0]["message"] == "Hello" for r in rows[1:])
     assert os.path.getsize(tmp_path / "out.mp4") > 0
+
+
+# ----------------------------------------------------------------------------- the learned detector (shipped)
+
+@pytest.fixture(scope="module")
+def detector():
+    return D.Detector(D.DEFAULT_DETECTOR)
+
+
+def background(name="coffee", size=(960, 540)):
+    from dataset import load_builtin_photo
+    return np.asarray(load_builtin_photo(name).convert("RGB").resize(size))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learned_detector_needs_no_paper_frame(model, stamp, detector, seed):
+    """The stamp straight on a busy photo (no white border), tilted 25 degrees, through the camera effects."""
+    from scenes import make_scene
+    s = make_scene(np.random.default_rng(seed), background(), [np.asarray(stamp)], (960, 540), area=0.25, tilt=25,
+                   paper_prob=0, occlude_prob=0)
+    found = D.detect(model, s.frame, detector=detector)
+    assert [f["message"] for f in found] == ["Hello"]
+    size = np.sqrt(abs(np.cross(s.corners[0][2] - s.corners[0][0], s.corners[0][3] - s.corners[0][1])) / 2)
+    assert np.linalg.norm(np.array(found[0]["corners"]) - s.corners[0], axis=1).max() < 0.03 * size
+
+
+def test_learned_detector_claims_nothing_on_a_plain_print(model, detector):
+    from scenes import make_scene
+    plain = np.asarray(load_image(os.path.join(ROOT, "examples", "chelsea.jpg")))
+    s = make_scene(np.random.default_rng(3), background(), [plain], (960, 540), area=0.25, tilt=10, paper_prob=1)
+    assert detector.quads(s.frame) and D.detect(model, s.frame, detector=detector) == []   # found, nothing read
+
+
+def test_learned_detector_video_clip(model, stamp, tmp_path, capsys):
+    """A clip in which the stamp moves across the frame, turns, tilts and grows: read in most frames, one message
+    confirmed, nothing else ever shown."""
+    from scenes import camera, paste, tilted_quad
+    W, H, n = 960, 540, 12
+    rng = np.random.default_rng(0)
+    bg = background("astronaut")
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (W, H))
+    for i in range(n):
+        t = i / (n - 1)
+        quad = tilted_quad(stamp.width / stamp.height, 30 * t, 20, -15 + 30 * t) * np.sqrt((0.12 + 0.2 * t) * W * H)
+        quad = (quad + [W * (0.3 + 0.4 * t), H * (0.45 + 0.1 * t)]).astype(np.float32)
+        frame, mask = bg.copy(), np.zeros((H, W), np.uint8)
+        paste(frame, mask, np.asarray(stamp), quad)
+        writer.write(cv2.cvtColor(camera(frame, rng, 0.7), cv2.COLOR_RGB2BGR))
+    writer.release()
+    assert D.main(D.get_parser().parse_args(["--video", video, "--json"])) == 0
+    rows = json.loads(capsys.readouterr().out)
+    shown = [[d["message"] for d in r["detections"]] for r in rows]
+    assert len(rows) == n and all(m in ([], ["Hello"]) for m in shown)
+    assert sum(m == ["Hello"] for m in shown) >= 0.75 * n, shown

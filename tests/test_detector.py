@@ -106,6 +106,22 @@ def test_train_resume_exact_export_and_run(tmp_path, photos):
     assert np.abs(p_onnx - p_torch).max() < 1e-4
 
 
+def test_release_detector_fp16(tmp_path):
+    import release_checkpoint
+    cfg = DetectorConfig(width=4)
+    torch.manual_seed(0)
+    net = StampDetector(cfg).eval()
+    save_detector(tmp_path / "det.pth", cfg, net, torch.optim.Adam(net.parameters()), step=7)
+    args = release_checkpoint.get_parser().parse_args([str(tmp_path / "det.pth"), str(tmp_path / "rel.pth")])
+    assert release_checkpoint.main(args) == 0
+    ckpt = torch.load(tmp_path / "rel.pth", weights_only=True)
+    assert ckpt["opt"] is None and ckpt["step"] == 7 and ckpt["detector"]["head.weight"].dtype == torch.float16
+    _, net2 = load_detector(tmp_path / "rel.pth")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x), net2(x), atol=2e-2)
+
+
 def test_checkpoint_kinds_are_not_mixed_up(tmp_path):
     path = tmp_path / "det.pth"
     save_detector(path, DetectorConfig(width=4), StampDetector(DetectorConfig(width=4)))

@@ -6,7 +6,8 @@ import pytest
 
 SCRIPTS = ["train_pytorch", "encode_image_pytorch", "decode_image_pytorch", "export_onnx", "onnx_inference",
            "evaluate_pytorch", "evaluate_jpeg", "evaluate_codec", "benchmark_train", "benchmark_inference",
-           "release_checkpoint", "plot_metrics", "prepare_photos", "detect_decode"]
+           "release_checkpoint", "plot_metrics", "prepare_photos", "detect_decode", "train_detector",
+           "evaluate_detector", "export_mobile"]
 
 
 def parser_of(name):

@@ -172,3 +172,4 @@ def test_release_checkpoint_fp16_round_trip(tmp_path):
     with torch.no_grad():
         assert enc2.secret_dense.weight.dtype == torch.float32
         assert torch.allclose(enc(s, x), enc2(s, x), atol=1e-2) and torch.allclose(dec(x), dec2(x), atol=1e-2)
+    assert release_checkpoint.main(args) == 2                     # an existing release is not replaced unasked

@@ -61,10 +61,14 @@ def test_readme_command_parses(cmd):
 
 # ----------------------------------------------------------------------------- running them
 
-# Appended to every training command: argparse keeps the last value, so the README's flags stay as written and
-# only the size and length shrink.
-TINY_TRAIN = ["--num_steps", "2", "--size", "32", "--batch_size", "2", "--workers", "0", "--eval_batches", "1",
-              "--log_interval", "1", "--no_progress"]
+# Appended to the training and detector-evaluation commands: argparse keeps the last value, so the README's flags
+# stay as written and only the sizes and lengths shrink.
+TINY = {"train_pytorch.py": ["--num_steps", "2", "--size", "32", "--batch_size", "2", "--workers", "0",
+                              "--eval_batches", "1", "--log_interval", "1", "--no_progress"],
+        "train_detector.py": ["--num_steps", "2", "--size", "64", "--batch_size", "2", "--workers", "0", "--pool", "4",
+                              "--log_interval", "1", "--no_progress"],
+        "evaluate_detector.py": ["--scenes", "1", "--sizes", "0.3", "--tilts", "10", "--negatives", "2",
+                                 "--frame", "640x360"]}
 
 
 def photo(path, size, seed=0):
@@ -88,6 +92,7 @@ def inputs(tmp_path_factory):
         photo(str(d / "data" / "photos" / "val" / f"v{i}.jpg"), (480, 420), i + 4)
     for i in range(4):
         photo(str(d / "data" / "mirflickr" / f"im{i}.jpg"), (96, 80), i)
+        photo(str(d / "data" / "photos" / "train" / f"t{i}.jpg"), (160, 120), i)
     os.makedirs(d / "checkpoints" / "my_experiment")
     shutil.copy(os.path.join(ROOT, SHIPPED), d / "checkpoints" / "my_experiment" / "my_experiment_final.pth")
     cv2 = pytest.importorskip("cv2")
@@ -109,8 +114,12 @@ def inputs(tmp_path_factory):
 def sandbox(inputs, tmp_path):
     """A user's working copy: the repo's bundled files (examples/, pretrained/) and the inputs."""
     shutil.copytree(inputs, tmp_path, dirs_exist_ok=True)
-    for name in ("examples", "pretrained"):
-        os.symlink(os.path.join(ROOT, name), tmp_path / name)
+    os.symlink(os.path.join(ROOT, "examples"), tmp_path / "examples")
+    for folder, _, files in os.walk(os.path.join(ROOT, "pretrained")):    # linked file by file: a command that
+        rel = os.path.relpath(folder, ROOT)                                # writes into pretrained/ replaces the
+        os.makedirs(tmp_path / rel, exist_ok=True)                         # link, never the repo's file
+        for f in files:
+            os.symlink(os.path.join(folder, f), tmp_path / rel / f)
     return tmp_path
 
 
@@ -118,14 +127,14 @@ def run(cmd):
     """Run one README command in-process in the cwd -> (exit status, stdout, stderr)."""
     argv = shlex.split(cmd.replace("CKPT", SHIPPED))
     module = importlib.import_module(argv[1][:-3])
-    args = argv[2:] + (TINY_TRAIN if argv[1] == "train_pytorch.py" else [])
+    args = argv[2:] + TINY.get(argv[1], [])
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = module.main(module.get_parser().parse_args(args))
         except SystemExit as e:
             rc = e.code
-    if argv[1] == "train_pytorch.py":
+    if argv[1] in ("train_pytorch.py", "train_detector.py"):
         rc = 0 if rc == 2 else rc                                   # main returns the last step
     return rc, out.getvalue(), err.getvalue()
 
@@ -172,9 +181,9 @@ def test_readme_section_runs(section, inputs, tmp_path, monkeypatch):
             continue
         assert rc in (0, None), (cmd, rc, err[-2000:])
         check(cmd, comment, out)
-    if any("train_pytorch.py" in c for c, _ in cmds):
+    if any("train_" in c for c, _ in cmds):
         for c, _ in cmds:
-            name = shlex.split(c)[2] if "train_pytorch.py" in c else None
+            name = shlex.split(c)[2] if re.match(r"python train_\w+\.py", c) else None
             if name:
                 assert os.path.exists(f"checkpoints/{name}/{name}_final.pth") and os.path.exists(f"logs/{name}/metrics.jsonl")
 
