@@ -33,10 +33,13 @@ DEFAULT_DETECTOR = os.path.join(ROOT, "pretrained", "onnx", "detector.onnx")
 
 
 def order_corners(pts):
-    """4 points -> [top-left, top-right, bottom-right, bottom-left] (by the sums and differences of x and y)."""
+    """4 corners of a convex quad -> clockwise on screen (y down), starting at the one nearest the top-left: for an
+    upright rectangle [top-left, top-right, bottom-right, bottom-left]. Sorting by the angle around the centre keeps
+    a quad turned by 45 degrees a quad (sorting by x + y and x - y would pick one corner twice)."""
     pts = np.asarray(pts, np.float32).reshape(4, 2)
-    s, d = pts.sum(1), np.diff(pts, axis=1).ravel()
-    return np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
+    c = pts.mean(0)
+    pts = pts[np.argsort(np.arctan2(pts[:, 1] - c[1], pts[:, 0] - c[0]))]      # increasing angle: clockwise on screen
+    return np.roll(pts, -int(np.argmin(pts.sum(1))), axis=0)
 
 
 def find_quads(rgb, min_area=0.01, max_quads=8):
@@ -141,18 +144,22 @@ class Detector:
         logits = self._run(np.ascontiguousarray(x))[0, 0]
         return 1 / (1 + np.exp(-logits)), (W / w, H / h)
 
-    def quads(self, rgb, min_area=0.01, threshold=0.5):
-        """The stamps' quadrilaterals in the frame, largest first, each with its mean mask probability."""
+    def quads(self, rgb, min_area=0.01, thresholds=(0.5, 0.85)):
+        """The stamps' quadrilaterals in the frame, each with its mean mask probability. The mask is cut at each of
+        `thresholds`: a stamp is surer than what it touches (a cup, a face), so the higher cut separates regions that
+        the lower one merges; quads found twice are kept once."""
         import cv2
         prob, scale = self.mask(rgb)
-        binary = (prob > threshold).astype(np.uint8)
-        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         found = []
-        for c in sorted(contours, key=cv2.contourArea, reverse=True):
-            if cv2.contourArea(c) < min_area * binary.size:
-                break
-            quad = fit_quad(c, scale)
-            if quad is not None:
+        for threshold in thresholds:
+            binary = (prob > threshold).astype(np.uint8)
+            contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            for c in sorted(contours, key=cv2.contourArea, reverse=True):
+                if cv2.contourArea(c) < min_area * binary.size:
+                    break
+                quad = fit_quad(c, scale)
+                if quad is None or any(np.abs(quad - q).max() < 0.02 * np.sqrt(quad_area(q)) for q, _ in found):
+                    continue
                 region = np.zeros_like(binary)
                 cv2.drawContours(region, [c], -1, 1, -1)
                 found.append((quad, float(prob[region > 0].mean())))

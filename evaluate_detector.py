@@ -112,7 +112,7 @@ def main(args) -> int:
     pick = lambda: photos[rng.integers(len(photos))]
     cells = []
     t_start = time.time()
-    for size in args.sizes:
+    for size in args.sizes if args.scenes else []:
         for tilt in args.tilts:
             found, errors, read = 0, [], 0
             for _ in range(args.scenes):
@@ -130,8 +130,8 @@ def main(args) -> int:
                     found += 1
                     errors.append(min(errs))
                 read += any(d["message"] == message for d in D.detect(model, scene.frame, args.min_area, detector))
-            n = args.scenes
-            cells.append({"size": size, "tilt": tilt, "scenes": n, "detected": found / n,
+            n = max(args.scenes, 1)
+            cells.append({"size": size, "tilt": tilt, "scenes": args.scenes, "detected": found / n,
                           "corner_error_pct": float(np.mean(errors)) if errors else None, "recovered": read / n})
             print(f"size {size:.0%} tilt {tilt:>2.0f}: detected {found}/{n}, corner error "
                   f"{cells[-1]['corner_error_pct'] or float('nan'):.2f}%, recovered {read}/{n}", flush=True)

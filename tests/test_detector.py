@@ -131,3 +131,19 @@ def test_checkpoint_kinds_are_not_mixed_up(tmp_path):
         load_detector(os.path.join(ROOT, "pretrained", "stegastamp_128.pth"))
     with pytest.raises(D.ModelLoadError, match="not a stamp detector ONNX"):
         D.Detector(os.path.join(ROOT, "pretrained", "onnx", "decoder.onnx"))
+
+
+@pytest.mark.parametrize("turn", [0, 20, 45, 70, 135, 200, 315])
+def test_order_corners_any_rotation(turn):
+    """A square turned by any angle keeps its 4 distinct corners, clockwise (the sum-and-difference rule picked one
+    corner twice at 45 degrees, and quads became triangles)."""
+    a = np.radians(turn)
+    square = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) @ np.array(
+        [[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]], np.float32) * 50 + 100
+    shuffled = square[np.random.default_rng(turn).permutation(4)]
+    ordered = D.order_corners(shuffled)
+    assert len({tuple(p) for p in ordered.round(3)}) == 4
+    assert np.isclose(polygon_area(ordered), 100 * 100, rtol=1e-4)
+    x, y = ordered[:, 0], ordered[:, 1]
+    assert np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)) > 0            # clockwise on screen (y down)
+    assert np.argmin(ordered.sum(1)) == 0
