@@ -120,7 +120,7 @@ class Detector:
             import torch
             cfg, net = load_detector(path)
             self.input_side = cfg.input_side
-            self._run = lambda x: net(torch.from_numpy(x)).detach().numpy()
+            self._run = lambda x: torch.inference_mode()(net)(torch.from_numpy(x)).numpy()
             return
         import onnxruntime as ort
         if not os.path.isfile(path):
