@@ -167,7 +167,8 @@ def write_report(results, args):
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     tilts = args.tilts
-    lines = [f"Detector {args.detector}, model {args.model}; {args.frame} scenes from {args.images_dir}, "
+    rel = lambda p: os.path.relpath(p) if os.path.isabs(p) and not os.path.relpath(p).startswith("..") else p
+    lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
              f"{args.scenes} per cell (seed {args.seed})", "",
              "End-to-end recovery (detection rate, corner error in % of the stamp's size)", "",
              "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
