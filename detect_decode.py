@@ -134,20 +134,24 @@ class Detector:
         self.input_side = int(meta["input_side"])
         self._run = lambda x: sess.run(None, {"frame": x})[0]
 
+    def input_size(self, H, W):
+        """(w, h) the network sees for an H x W frame: long side input_side, both multiples of 16."""
+        s = self.input_side / max(H, W)
+        return max(16, int(round(W * s / 16)) * 16), max(16, int(round(H * s / 16)) * 16)
+
     def mask(self, rgb):
         """Probability map (h, w) at the detector's resolution, and the (sx, sy) scale back to the frame."""
         import cv2
         H, W = rgb.shape[:2]
-        s = self.input_side / max(H, W)
-        w, h = max(16, int(round(W * s / 16)) * 16), max(16, int(round(H * s / 16)) * 16)
+        w, h = self.input_size(H, W)
         x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
         logits = self._run(np.ascontiguousarray(x))[0, 0]
         return 1 / (1 + np.exp(-logits)), (W / w, H / h)
 
     def quads(self, rgb, min_area=0.01, thresholds=(0.5, 0.85)):
-        """The stamps' quadrilaterals in the frame, each with its mean mask probability. The mask is cut at each of
-        `thresholds`: a stamp is surer than what it touches (a cup, a face), so the higher cut separates regions that
-        the lower one merges; quads found twice are kept once."""
+        """The stamps' quadrilaterals in the frame. The mask is cut at each of `thresholds`: a stamp is surer than
+        what it touches (a cup, a face), so the higher cut separates regions that the lower one merges; quads found
+        twice are kept once."""
         import cv2
         prob, scale = self.mask(rgb)
         found = []
@@ -158,11 +162,8 @@ class Detector:
                 if cv2.contourArea(c) < min_area * binary.size:
                     break
                 quad = fit_quad(c, scale)
-                if quad is None or any(np.abs(quad - q).max() < 0.02 * np.sqrt(quad_area(q)) for q, _ in found):
-                    continue
-                region = np.zeros_like(binary)
-                cv2.drawContours(region, [c], -1, 1, -1)
-                found.append((quad, float(prob[region > 0].mean())))
+                if quad is not None and all(np.abs(quad - q).max() >= 0.02 * np.sqrt(quad_area(q)) for q in found):
+                    found.append(quad)
         return found
 
 
@@ -180,33 +181,44 @@ def rectify(rgb, quad, size):
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
 
 
-def detect(model, rgb, min_area=0.01, detector=None):
-    """-> list of {message, corrected_bits, corners, confidence} for every quad that reads, in the 4 rotations.
-    Quads come from the learned `detector` (a Detector) or, with None, from find_quads (edges). A message read
-    from nested quads (a photo inside its white frame) is reported once, with the inner corners."""
-    size = (model.size[0] * 2, model.size[1] * 2)     # rectify at 2x the model size; the model resizes it down
-    quads = [q for q, _ in detector.quads(rgb, min_area)] if detector is not None else find_quads(rgb, min_area)
-    if not quads:
-        return []
+def candidate_quads(rgb, detector=None, min_area=0.01):
+    """Where stamps may be: the learned `detector`'s quads (a Detector), or with None find_quads (edges)."""
+    return detector.quads(rgb, min_area) if detector is not None else find_quads(rgb, min_area)
+
+
+def rectified_crops(model, rgb, quads):
+    """Each quad rectified to 2x the model size (the model resizes it down), in its 4 rotations: 4 crops per quad."""
+    size = (model.size[0] * 2, model.size[1] * 2)
     crops = []
     for q in quads:
         up = rectify(rgb, q, size)
         crops += [up.rotate(90 * k, expand=True) for k in range(4)]
-    results = model.decode_batch(crops)
+    return crops
+
+
+def read_quads(quads, results):
+    """The decoder's results for rectified_crops -> one detection per message. Smallest quad first: of nested
+    outlines that read the same message (a photo and its paper frame), the photo's own corners are reported."""
     found = []
-    # smallest first: of nested outlines that read the same message (a photo and its paper frame), the photo's own
-    # corners are reported
     for i in sorted(range(len(quads)), key=lambda j: quad_area(quads[j])):
-        q = quads[i]
         for k in range(4):
             res = results[4 * i + k]
             if res.ok and not any(f["message"] == res.message for f in found):
-                corners = np.roll(q, -k, axis=0)           # the stamp's own top-left first
+                corners = np.roll(quads[i], -k, axis=0)           # the stamp's own top-left first
                 found.append({"message": res.message, "corrected_bits": res.corrected_bits,
                               "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in corners],
                               "confidence": round(float(res.confidence), 4)})
                 break
     return found
+
+
+def detect(model, rgb, min_area=0.01, detector=None, quads=None):
+    """-> list of {message, corrected_bits, corners, confidence} for every quad that reads, in the 4 rotations.
+    `quads` (from candidate_quads) may be given when the caller already has them."""
+    quads = candidate_quads(rgb, detector, min_area) if quads is None else quads
+    if not quads:
+        return []
+    return read_quads(quads, model.decode_batch(rectified_crops(model, rgb, quads)))
 
 
 def annotate(rgb, detections):

@@ -61,16 +61,13 @@ def stamp_of(photo, rng, long_side=400):
 
 
 def timed_detect(model, rgb, detector, min_area):
-    """detect() split into its three parts -> (detections, {detect, rectify, decode} seconds)."""
+    """detect() in its three parts -> {detect, rectify, decode} seconds."""
     t0 = time.perf_counter()
-    quads = [q for q, _ in detector.quads(rgb, min_area)] if detector is not None else D.find_quads(rgb, min_area)
+    quads = D.candidate_quads(rgb, detector, min_area)
     t1 = time.perf_counter()
-    size = (model.size[0] * 2, model.size[1] * 2)
-    crops = [c for q in quads for c in (lambda up: [up.rotate(90 * k, expand=True) for k in range(4)])(
-        D.rectify(rgb, q, size))]
+    crops = D.rectified_crops(model, rgb, quads)
     t2 = time.perf_counter()
-    if crops:
-        model.decode_batch(crops)
+    D.read_quads(quads, model.decode_batch(crops) if crops else [])
     t3 = time.perf_counter()
     return {"detect": t1 - t0, "rectify": t2 - t1, "decode": t3 - t2}
 
@@ -123,13 +120,12 @@ def main(args) -> int:
                 if not scene.corners:
                     continue
                 truth = scene.corners[0]
-                quads = ([q for q, _ in detector.quads(scene.frame, args.min_area)] if detector is not None
-                         else D.find_quads(scene.frame, args.min_area))
+                quads = D.candidate_quads(scene.frame, detector, args.min_area)
                 errs = [corner_error(q, truth) for q in quads]
                 if errs and min(errs) < 10:
                     found += 1
                     errors.append(min(errs))
-                read += any(d["message"] == message for d in D.detect(model, scene.frame, args.min_area, detector))
+                read += any(d["message"] == message for d in D.detect(model, scene.frame, quads=quads))
             n = max(args.scenes, 1)
             cells.append({"size": size, "tilt": tilt, "scenes": args.scenes, "detected": found / n,
                           "corner_error_pct": float(np.mean(errors)) if errors else None, "recovered": read / n})
@@ -139,10 +135,9 @@ def main(args) -> int:
     for i in range(args.negatives):
         plain = [np.asarray(stamp_of(pick(), rng))] if i % 2 else []
         scene = make_scene(rng, np.asarray(pick()), plain, (W, H), area=(0.05, 0.4), occlude_prob=0)
-        if not plain:
-            false_quads += bool(detector.quads(scene.frame, args.min_area) if detector is not None
-                                else D.find_quads(scene.frame, args.min_area))
-        false_messages += len(D.detect(model, scene.frame, args.min_area, detector))
+        quads = D.candidate_quads(scene.frame, detector, args.min_area)
+        false_quads += not plain and bool(quads)
+        false_messages += len(D.detect(model, scene.frame, quads=quads))
     print(f"{args.negatives} scenes without a stamp: {false_quads} false detections on the "
           f"{args.negatives // 2} empty ones, {false_messages} false messages")
     speed = {}

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from image_io import atomic_write
 from secret_codec import SecretCodec
-from models_pytorch import CheckpointError, load_checkpoint, load_detector
+from models_pytorch import CheckpointError, checkpoint_kind, load_checkpoint, load_detector, read_checkpoint
 from onnx_inference import METADATA_KEY   # the reader defines the key (onnx_inference.py is torch-free)
 
 DETECTOR_METADATA_KEY = "stegastamp_detector_config"
@@ -196,10 +196,10 @@ def export_detector(args) -> int:
 
 def main(args) -> int:
     try:
+        if checkpoint_kind(read_checkpoint(args.model, kind="any")) == "detector":
+            return export_detector(args)
         cfg, encoder, decoder = load_checkpoint(args.model, "cpu")
     except CheckpointError as e:
-        if "holds a stamp detector" in str(e):
-            return export_detector(args)
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out_dir, exist_ok=True)

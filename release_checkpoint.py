@@ -12,7 +12,8 @@ import sys
 
 import torch
 
-from models_pytorch import CheckpointError, CHECKPOINT_FORMAT_VERSION, atomic_torch_save, read_checkpoint
+from models_pytorch import (CheckpointError, CHECKPOINT_FORMAT_VERSION, atomic_torch_save, checkpoint_kind,
+                            read_checkpoint)
 
 
 def get_parser():
@@ -31,15 +32,11 @@ def main(args) -> int:
         print(f"error: {args.out} exists (pass --overwrite to replace it)", file=sys.stderr)
         return 2
     try:
-        try:
-            ckpt, kind = read_checkpoint(args.checkpoint), "stegastamp"
-        except CheckpointError as e:
-            if "holds a stamp detector" not in str(e):
-                raise
-            ckpt, kind = read_checkpoint(args.checkpoint, kind="detector"), "detector"
+        ckpt = read_checkpoint(args.checkpoint, kind="any")
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    kind = checkpoint_kind(ckpt)
     dtype = getattr(torch, args.dtype)
     cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     common = {"format_version": CHECKPOINT_FORMAT_VERSION, "step": ckpt["step"], "train_args": ckpt.get("train_args", {})}

@@ -159,7 +159,7 @@ def get_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes, the stamp pool and the initialisation")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--amp", choices=("none", "bf16"), default="none",
-                   help="bf16 autocast (2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs; slower elsewhere)")
+                   help="bf16 autocast (for CPUs with native bf16 and GPUs; on CPUs without it, slower)")
     p.add_argument("--channels_last", action="store_true", help="NHWC memory layout (faster convolutions on CPU)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--pretrained", default=None, help="checkpoint to resume from (weights, optimizer, step)")

@@ -115,8 +115,7 @@ class TrueMask(D.Detector):
 
     def mask(self, rgb):
         H, W = rgb.shape[:2]
-        s = self.input_side / max(H, W)
-        w, h = int(round(W * s / 16)) * 16, int(round(H * s / 16)) * 16
+        w, h = self.input_size(H, W)
         return cv2.resize(self.true.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA), (W / w, H / h)
 
 
