@@ -241,6 +241,32 @@ def train_step(nets, opts, image, secret, M, rstep, warm, scales, *, args, aug, 
     return out, losses, d_loss
 
 
+class ResidualScaler:
+    """--freeze_encoder --residual_scale: keeps the encoder's last layer (a linear 1x1 conv) at scale(step) times the
+    weights the run started from, so the residual is scaled exactly and every checkpoint holds the scaled encoder
+    beside the decoder trained for it. The scale in force and the unscaled weights are saved in the checkpoint
+    ('residual_scale', 'residual_base'), so a resumed run goes on exactly."""
+
+    def __init__(self, encoder, resumed, args):
+        encoder.requires_grad_(False)
+        self.layer, self.args = encoder.residual, args
+        self.scale = float(resumed.get("residual_scale", 1.0)) if resumed else 1.0
+        base = (resumed or {}).get("residual_base") or {   # (older checkpoints: divide the scale out)
+            "weight": self.layer.weight / self.scale, "bias": self.layer.bias / self.scale}
+        self.w0, self.b0 = (base[k].detach().to(self.layer.weight).clone() for k in ("weight", "bias"))
+
+    def state(self) -> dict:
+        """What a checkpoint keeps so that a resumed run scales exactly the same weights."""
+        return {"residual_scale": self.scale, "residual_base": {"weight": self.w0.cpu(), "bias": self.b0.cpu()}}
+
+    @torch.no_grad()
+    def set(self, step) -> float:
+        self.scale = 1.0 + (self.args.residual_scale - 1.0) * ramp(step, self.args.residual_scale_ramp)
+        self.layer.weight.copy_(self.w0 * self.scale)
+        self.layer.bias.copy_(self.b0 * self.scale)
+        return self.scale
+
+
 def out_of_time(t0, minutes, world, device):
     """True once `minutes` have passed since t0; with several processes, as soon as any rank says so (they must
     stop at the same step)."""
@@ -508,6 +534,14 @@ def get_parser():
                    help="upper limit of the --adaptive_image_loss gain")
     g.add_argument("--texture_mask", action="store_true",
                    help="(our addition) weight the L2 loss per pixel by a texture mask: residual off flat areas")
+    g.add_argument("--freeze_encoder", action="store_true",
+                   help="our addition: train the decoder only (message loss only: no image losses, no critic), the "
+                        "encoder fixed -- e.g. to teach a trained decoder to read a weaker residual (--residual_scale)")
+    g.add_argument("--residual_scale", type=float, default=1.0, metavar="S",
+                   help="with --freeze_encoder: the encoder's residual is multiplied by S (linearly from 1 over "
+                        "--residual_scale_ramp steps), baked into its last (linear) layer, so every checkpoint is a "
+                        "self-consistent pair: PSNR rises by 20*log10(1/S) dB and the decoder learns to read it")
+    g.add_argument("--residual_scale_ramp", type=int, default=2000, help="steps over which --residual_scale ramps in")
     g.add_argument("--borders", choices=BORDERS, default="black",
                    help="what fills the corners the unwarp leaves empty: black, white, random grey, random "
                    "colour, another image, or no_edge (no warp in the image loss)")
@@ -582,6 +616,12 @@ def main(args):
         args.num_steps = 2
     if args.pretrained and args.init_from:
         raise SystemExit("error: --pretrained resumes a run, --init_from starts a new one from weights: give one")
+    if args.freeze_encoder and (args.secret_warmup_acc is not None or args.adaptive_image_loss is not None):
+        raise SystemExit("error: --freeze_encoder trains the decoder on the message loss alone: drop "
+                         "--secret_warmup_acc and --adaptive_image_loss")
+    if args.residual_scale != 1.0 and not (args.freeze_encoder and args.residual_scale > 0):
+        raise SystemExit("error: --residual_scale needs --freeze_encoder and a value > 0 (a trainable encoder would "
+                         "simply grow its weights back)")
     rank, world, device = setup_distributed(args)
     if rank == 0 and not args.pretrained:
         check_new_run(args)
@@ -611,6 +651,7 @@ def main(args):
     mem = torch.channels_last if args.channels_last else torch.contiguous_format
     for m in (encoder, decoder, critic):
         m.to(device, memory_format=mem)
+    scaler_res = ResidualScaler(encoder, resumed, args) if args.freeze_encoder else None
     gen_params = [p for m in (encoder, decoder) for p in m.parameters() if p.requires_grad]
     opt_secret, opt_g = make_adam(gen_params, args.lr), make_adam(gen_params, args.lr)
     opt_d = torch.optim.RMSprop(critic.parameters(), lr=1e-5)
@@ -626,13 +667,15 @@ def main(args):
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [device.index] if device.type == "cuda" else None
-        encoder, decoder, critic = (DDP(m, device_ids=ids) for m in (encoder, decoder, critic))
+        decoder, critic = (DDP(m, device_ids=ids) for m in (decoder, critic))
+        if not args.freeze_encoder:   # DDP refuses a module without trainable parameters
+            encoder = DDP(encoder, device_ids=ids)
     if args.compile:
         encoder, decoder, critic = (torch.compile(m) for m in (encoder, decoder, critic))
     autocast, scaler = amp_tools(args.amp, device)
 
     lpips_fn = None
-    if args.lpips_loss_scale > 0:
+    if args.lpips_loss_scale > 0 and not args.freeze_encoder:
         with torch.random.fork_rng(devices=[]):   # a fixed seed for the 'random' backbone; global RNG untouched
             torch.manual_seed(0)
             lpips_fn = build_lpips(args.lpips_backbone, device)
@@ -645,13 +688,14 @@ def main(args):
             json.dump({"args": vars(args), "model_config": asdict(cfg),
                        "world_size": world, "torch": torch.__version__}, f, indent=1)
     log.print(f"exp {args.exp_name} | {cfg.height}x{cfg.width}, {cfg.secret_size} bits | device {device} x{world} | "
-              f"steps {start_step}->{args.num_steps} | lpips {getattr(lpips_fn, 'backbone', 'off')}")
+              f"steps {start_step}->{args.num_steps} | lpips {getattr(lpips_fn, 'backbone', 'off')}"
+              + (f" | decoder only, residual x{args.residual_scale:g}" if args.freeze_encoder else ""))
 
     def save(path, step):
         save_checkpoint(path, cfg, encoder, decoder, critic, opt_g, opt_d, step=step, train_args=vars(args),
                         opt_secret=opt_secret.state_dict(), gate_step=gate_step, recent_acc=list(recent_acc),
-                        log_image_gain=float(log_gain),
-                        rng=rng_state())
+                        log_image_gain=float(log_gain), rng=rng_state(),
+                        **(scaler_res.state() if scaler_res else {}))
 
     t0, step, interval, n_interval = time.time(), start_step, {}, 0
     data = iter(loader)
@@ -662,17 +706,19 @@ def main(args):
         image, secret = (t.to(device, non_blocking=True) for t in next(data))
         image = image.contiguous(memory_format=mem)
         # Warm-up: secret loss only until no_im_loss_steps (and, with --secret_warmup_acc, until the bits are read).
-        if gate_step is None:
+        if gate_step is None and not args.freeze_encoder:
             acc_ok = args.secret_warmup_acc is None or (
                 len(recent_acc) >= args.gate_window and np.mean(recent_acc[-args.gate_window:]) >= args.secret_warmup_acc)
             if step >= args.no_im_loss_steps and acc_ok:
                 gate_step = step
                 log.print(f"step {step:06d} | warm-up done: image losses, critic"
                           + (" and ramps start now" if args.secret_warmup_acc is not None else ""))
-        warm = gate_step is None
+        warm = gate_step is None or args.freeze_encoder   # a fixed encoder: the message loss only, always
         # Ramps count from step 0 as the original, or from the gate with --secret_warmup_acc.
         rstep = step if args.secret_warmup_acc is None else (0 if warm else step - gate_step)
         scales = loss_scales(args, rstep)
+        if scaler_res:
+            scales["residual_scale"] = scaler_res.set(step)
         if args.adaptive_image_loss is not None:
             scales["image_gain"] = gain = math.exp(log_gain)
             for k in ("l2", "lpips", "G"):

@@ -177,3 +177,32 @@ def test_learned_detector_video_clip(model, stamp, tmp_path, capsys):
     shown = [[d["message"] for d in r["detections"]] for r in rows]
     assert len(rows) == n and all(m in ([], ["Hello"]) for m in shown)
     assert sum(m == ["Hello"] for m in shown) >= 0.75 * n, shown
+
+
+class CountingModel:
+    """The real model, counting decode_batch calls."""
+
+    def __init__(self, model):
+        self.model, self.size, self.calls = model, model.size, 0
+
+    def decode_batch(self, crops):
+        self.calls += 1
+        return self.model.decode_batch(crops)
+
+
+def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
+    frame, corners = scene(stamp, 0)
+    truth = D.order_corners(corners)
+    centre = truth.mean(0)
+    shrunk = centre + 0.5 * (truth - centre)             # the same region (centre inside), but it cuts the stamp
+    elsewhere = np.float32([[5, 5], [60, 5], [60, 60], [5, 60]])
+    assert [len(g) for g in D.regions([shrunk, truth, elsewhere])] == [2, 1]
+    counting = CountingModel(model)
+    found = D.detect(counting, frame, quads=[shrunk, truth])
+    assert [f["message"] for f in found] == ["Hello"] and counting.calls == 2   # the second candidate read it
+    counting.calls = 0
+    assert [f["message"] for f in D.detect(counting, frame, quads=[truth, shrunk])] == ["Hello"]
+    assert counting.calls == 1                                                     # read at once: no second decode
+    timing = {}
+    D.detect(model, frame, quads=[elsewhere], timing=timing)
+    assert timing["decode"] > 0 and timing["rectify"] > 0

@@ -337,3 +337,38 @@ def test_named_code_travels_to_checkpoint_onnx_and_both_backends(tmp_path, capsy
     assert pt.decode(enc_pt).bits == ox.decode(enc_pt).bits
     with pytest.raises(SystemExit, match="contradicts"):
         run(tmp_path, "bad", "--num_steps", "1", "--code", "bch_256", "--secret_size", "100")
+
+
+def test_freeze_encoder_trains_the_decoder_for_a_scaled_residual(tmp_path, capsys):
+    run(tmp_path, "src", "--num_steps", "2")
+    src = read_checkpoint(tmp_path / "ckpt" / "src" / "src_final.pth")
+    flags = ["--freeze_encoder", "--residual_scale", "0.5", "--residual_scale_ramp", "4",
+             "--init_from", str(tmp_path / "ckpt" / "src" / "src_final.pth")]
+    run(tmp_path, "fz", "--num_steps", "3", *flags)
+    out = read_checkpoint(tmp_path / "ckpt" / "fz" / "fz_final.pth")
+    # the last step (index 2) ran at scale 1 + (0.5 - 1) * 2/4 = 0.75, baked into the encoder's linear last layer only
+    assert out["residual_scale"] == 0.75
+    for k, v in src["encoder"].items():
+        expect = v * 0.75 if k.startswith("residual.") else v
+        assert torch.allclose(out["encoder"][k], expect, rtol=1e-6, atol=0), k
+    assert any(not torch.equal(out["decoder"][k], v) for k, v in src["decoder"].items())   # the decoder trained
+    # message loss only: no image-loss or critic terms are logged
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "fz" / "metrics.jsonl")]
+    assert "loss/l2" not in rows[-1] and "loss/D" not in rows[-1] and rows[-1]["ramp/residual_scale"] == 0.75
+    # exact resume across the ramp: 2 + 2 steps == 4 steps
+    run(tmp_path, "whole", "--num_steps", "4", *flags)
+    run(tmp_path, "part", "--num_steps", "2", *flags)
+    run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
+        str(tmp_path / "ckpt" / "part" / "part_final.pth"))
+    a, b = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth"), _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--residual_scale", "0.5"], "needs --freeze_encoder"),
+    (["--freeze_encoder", "--residual_scale", "0"], "needs --freeze_encoder and a value > 0"),
+    (["--freeze_encoder", "--secret_warmup_acc", "0.9"], "drop --secret_warmup_acc"),
+])
+def test_freeze_encoder_flag_errors(tmp_path, extra, match):
+    with pytest.raises(SystemExit, match=match):
+        run(tmp_path, "bad", "--num_steps", "1", *extra)
