@@ -64,11 +64,68 @@ def _export(module, inputs, names_in, names_out, path, cfg, opset, dynamic=None,
         raw = os.path.join(tmp, "model.onnx")
         torch.onnx.export(module, inputs, raw, input_names=names_in, output_names=names_out, opset_version=opset,
                           dynamic_axes=dynamic, dynamo=False)
-        model = onnx.load(raw)
+        model = fold_pads(constant_folded(raw, os.path.join(tmp, "folded.onnx")))
     meta = model.metadata_props.add()
     meta.key, meta.value = key, json.dumps(asdict(cfg))
     onnx.checker.check_model(model, full_check=True)
     atomic_write(path, lambda tmp: onnx.save(model, tmp), ".onnx")   # under 2 GB: one file, no external data
+
+
+def constant_folded(src, dst):
+    """ONNX Runtime's basic graph optimisations (constant folding, no-op removal: standard ONNX ops only, nothing
+    specific to a machine or a provider) saved as a model: the tracer builds each F.pad's pads from a chain of
+    Constant/Reshape/Slice/Cast nodes that this turns into one initializer. -> the loaded onnx model."""
+    import onnx
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = dst
+    ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    model = onnx.load(dst)
+    del model.opset_import[:]                               # ONNX Runtime lists all of its own domains: keep ours
+    model.opset_import.extend(onnx.load(src, load_external_data=False).opset_import)
+    return model
+
+
+def fold_pads(model):
+    """Every zero-padding Pad that feeds a single Conv (Conv2dSame's TF 'same' padding, asymmetric for stride 2) is
+    folded into that Conv's own pads attribute: the same result with one op less, and ONNX Runtime then keeps its
+    blocked memory layout across the convolutions instead of converting around each Pad (and int8 quantisation
+    needs no Quantize/Dequantize pair around it)."""
+    from onnx import helper, numpy_helper
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    users = {}
+    for n in g.node:
+        for name in n.input:
+            users.setdefault(name, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+    folded = []
+    for pad in g.node:
+        if pad.op_type != "Pad" or pad.output[0] in graph_outputs or len(users.get(pad.output[0], [])) != 1:
+            continue
+        conv = users[pad.output[0]][0]
+        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
+        conv_attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        pads = consts.get(pad.input[1]) if len(pad.input) > 1 else None
+        value = consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
+        if (conv.op_type != "Conv" or conv.input[0] != pad.output[0] or attrs.get("mode", b"constant") != b"constant"
+                or pads is None or value is None or np.any(value != 0) or pads.shape != (8,) or np.any(pads < 0)
+                or np.any(pads[[0, 1, 4, 5]] != 0) or conv_attrs.get("auto_pad", b"NOTSET") != b"NOTSET"):
+            continue
+        old = list(conv_attrs.get("pads", [0, 0, 0, 0]))   # [top, left, bottom, right]
+        new = [int(pads[2]) + old[0], int(pads[3]) + old[1], int(pads[6]) + old[2], int(pads[7]) + old[3]]
+        for a in [a for a in conv.attribute if a.name == "pads"]:
+            conv.attribute.remove(a)
+        conv.attribute.append(helper.make_attribute("pads", new))
+        conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        g.node.remove(pad)
+    used = {name for n in g.node for name in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return model
 
 
 def quantize_int8(src, dst):

@@ -45,6 +45,8 @@ def main(args) -> int:
     else:
         release = {**common, "model_config": ckpt["model_config"], "encoder": cast(ckpt["encoder"]),
                    "decoder": cast(ckpt["decoder"]), "discriminator": None, "opt_g": None, "opt_d": None}
+        if "residual_scale" in ckpt:   # --freeze_encoder runs: the scale already baked into the encoder (provenance)
+            release["residual_scale"] = float(ckpt["residual_scale"])
     atomic_torch_save(release, args.out)
     print(f"wrote {args.out} (step {ckpt['step']}, {args.dtype})")
     return 0

@@ -14,7 +14,7 @@ import decode_image_pytorch
 import encode_image_pytorch
 from image_io import load_image
 from inference import StegaStampRunner
-from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, save_checkpoint
+from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,12 +151,28 @@ def onnx_dir(ckpt, tmp_path_factory):
     return out
 
 
-def test_export_parity_and_metadata(onnx_dir):
+def test_export_parity_and_metadata(ckpt, onnx_dir):
     import onnx
     import onnxruntime as ort
     model = onnx.load(onnx_dir / "decoder.onnx")
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert json.loads({p.key: p.value for p in model.metadata_props}["stegastamp_model_config"])["height"] == 80
+    # TF 'same' padding lives in the convolutions (asymmetric at stride 2), not in Pad nodes; only ONNX's own ops
+    encoder = onnx.load(onnx_dir / "encoder.onnx")
+    for m in (model, encoder):
+        assert not [n for n in m.graph.node if n.op_type == "Pad"]
+        assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"}
+    conv_pads = [list(onnx.helper.get_attribute_value(a)) for n in encoder.graph.node if n.op_type == "Conv"
+                 for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in conv_pads and [1, 1, 1, 1] in conv_pads
+    cfg, enc, dec = load_checkpoint(ckpt)
+    image = np.random.default_rng(0).random((2, 3, 80, 80), dtype=np.float32)
+    secret = np.random.default_rng(1).integers(0, 2, (2, 100)).astype(np.float32)
+    with torch.no_grad():
+        ref = enc(torch.from_numpy(secret), torch.from_numpy(image)).numpy()
+    out = ort.InferenceSession(str(onnx_dir / "encoder.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"secret": secret, "image": image})[0]
+    assert np.abs(out - ref).max() < 1e-4
     sess = ort.InferenceSession(str(onnx_dir / "decoder.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):   # dynamic batch axis
         logits, bits = sess.run(None, {"image": np.random.rand(batch, 3, 80, 80).astype(np.float32)})

@@ -355,6 +355,11 @@ def test_freeze_encoder_trains_the_decoder_for_a_scaled_residual(tmp_path, capsy
     # message loss only: no image-loss or critic terms are logged
     rows = [json.loads(line) for line in open(tmp_path / "logs" / "fz" / "metrics.jsonl")]
     assert "loss/l2" not in rows[-1] and "loss/D" not in rows[-1] and rows[-1]["ramp/residual_scale"] == 0.75
+    import release_checkpoint   # the released fp16 file keeps the scale (provenance) and loads as a pair
+    rel = tmp_path / "fz_release.pth"
+    assert release_checkpoint.main(release_checkpoint.get_parser().parse_args(
+        [str(tmp_path / "ckpt" / "fz" / "fz_final.pth"), str(rel)])) == 0
+    assert read_checkpoint(rel)["residual_scale"] == 0.75 and load_checkpoint(rel)[0].height == 32
     # exact resume across the ramp: 2 + 2 steps == 4 steps
     run(tmp_path, "whole", "--num_steps", "4", *flags)
     run(tmp_path, "part", "--num_steps", "2", *flags)
