@@ -10,8 +10,8 @@ the camera effects (light, white balance, blur, noise, JPEG). Per (size, tilt): 
 corners lie within 10% of the stamp's size of the truth), corner error (mean corner distance in % of the stamp's
 size, sqrt of its area, over the detected ones), and end-to-end recovery (detect_decode.detect returns the message).
 Then --negatives scenes with no encoded stamp (half empty, half holding a plain printed photo): false detections
-(a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads photos (the
-mask cut at IMAGE_CUTS). Then the speed of detect() at 720p and 1080p, with video's cuts and with photos' cuts, and
+(a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads
+photos (the mask cut at IMAGE_CUTS). Then the speed of detect() at 720p and 1080p, with video's cuts and with photos' cuts, and
 the share of detection, rectification and decoding. Writes results.md and results.json (and plot_recovery.png
 with matplotlib) to --out_dir.
 """
@@ -150,8 +150,8 @@ def main(args) -> int:
             read = any(d["message"] == "Hello" for d in D.detect(model, frame, args.min_area, detector, cuts=cuts))
             key = f"{label}, {setting} cuts"
             speed[key] = {"fps": 1 / total, "read": read, **{f"{k}_ms": 1000 * v for k, v in med.items()}}
-            print(f"{key}: {1 / total:.1f} fps end to end ({', '.join(f'{k} {1000 * v:.1f} ms' for k, v in med.items())}"
-                  f"; the stamp {'was' if read else 'was not'} read)")
+            parts = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in med.items())
+            print(f"{key}: {1 / total:.1f} fps end to end ({parts}; the stamp {'was' if read else 'was not'} read)")
     results = {"args": vars(args), "cells": cells, "negatives": args.negatives, "false_detections": false_quads,
                "false_messages": false_messages, "speed": speed, "seconds": time.time() - t_start}
     if args.out_dir:

@@ -365,7 +365,8 @@ def test_freeze_encoder_trains_the_decoder_for_a_scaled_residual(tmp_path, capsy
     run(tmp_path, "part", "--num_steps", "2", *flags)
     run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
         str(tmp_path / "ckpt" / "part" / "part_final.pth"))
-    a, b = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth"), _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
+    a = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth")
+    b = _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
