@@ -227,21 +227,17 @@ def regions(quads):
     return groups
 
 
-def rectified_crops(model, rgb, quads):
-    """Each quad rectified to 2x the model size (the model resizes it down), in its 4 rotations: 4 crops per quad."""
-    size = (model.size[0] * 2, model.size[1] * 2)
-    crops = []
-    for q in quads:
-        up = rectify(rgb, q, size)
-        crops += [up.rotate(90 * k, expand=True) for k in range(4)]
-    return crops
+def rectified_crops(model, rgb, quad):
+    """The quad rectified to 2x the model size (the model resizes it down), in its 4 rotations: 4 crops."""
+    up = rectify(rgb, quad, (model.size[0] * 2, model.size[1] * 2))
+    return [up.rotate(90 * k, expand=True) for k in range(4)]
 
 
 def read_quad(model, rgb, quad, timing=None):
     """The quad decoded in its 4 rotations -> a detection {message, corrected_bits, corners, confidence} from the
     first rotation that reads (BCH-verified), or None. `timing` (a dict) accumulates rectify / decode seconds."""
     t0 = time.perf_counter()
-    crops = rectified_crops(model, rgb, [quad])
+    crops = rectified_crops(model, rgb, quad)
     t1 = time.perf_counter()
     results = model.decode_batch(crops)
     if timing is not None:
