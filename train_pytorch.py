@@ -791,6 +791,7 @@ def main(args):
         log.print(f"done: {step} steps in {format_eta(time.time() - t0)}; final checkpoint {final}")
     log.close()
     if world > 1:
+        dist.barrier()   # leave together: once, rank 1 aborted (SIGABRT) at exit while rank 0 was still saving
         dist.destroy_process_group()
     return step
 
