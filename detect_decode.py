@@ -7,12 +7,12 @@
 
 Per frame (the original's detector.py procedure): the learned stamp detector (train_detector.py; the shipped
 pretrained/onnx/detector.onnx by default) gives a mask of where photos are -> contours -> a quadrilateral per region
-(convex hull, 4 sides refit through the outline) -> homography -> the quad rectified to the model's size -> decoded
-in its 4 rotations; only BCH-verified messages are reported. `--detector classical` finds quads from edges instead
-(no network; it needs the photo's outline, e.g. a white paper frame, to stand out). In video, a message is
-confirmed once it was read in --confirm of the last --window frames, so a single misread never shows. The model
-and the detector are ONNX files (default: the shipped ones, no torch needed) or .pth checkpoints; needs OpenCV
-(pip install opencv-python-headless).
+(convex hull, 4 sides refit through the outline; for photos also a copy snapped to the frame's edges) -> homography
+-> the quad rectified to the model's size -> decoded in its 4 rotations; only BCH-verified messages are reported.
+`--detector classical` finds quads from edges instead (no network; it needs the photo's outline, e.g. a white paper
+frame, to stand out). In video, a message is confirmed once it was read in --confirm of the last --window frames, so
+a single misread never shows. The model and the detector are ONNX files (default: the shipped ones, no torch
+needed) or .pth checkpoints; needs OpenCV (pip install opencv-python-headless).
 """
 import argparse
 import json
@@ -100,19 +100,63 @@ def fit_quad(contour, scale=(1.0, 1.0)):
             continue
         vx, vy, x0, y0 = cv2.fitLine(near, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
         lines.append((np.array([x0, y0]), np.array([vx, vy])))
+    corners = intersect_sides(lines, quad)
+    if np.abs(corners - quad).max() > 0.025 * peri:                          # a refit that ran away: keep the coarse
+        corners = quad
+    return (corners + 0.5) * np.asarray(scale, np.float32) - 0.5                # mask pixels -> frame pixels
+
+
+def intersect_sides(lines, fallback):
+    """4 sides as (point, direction) lines, in order around the quad -> its corners (4, 2): side i-1 meets side i at
+    corner i. `fallback` where two neighbours are parallel."""
     corners = []
     for i in range(4):
         (p, u), (q, v) = lines[i - 1], lines[i]
         det = u[0] * -v[1] - u[1] * -v[0]
-        if abs(det) < 1e-6:                                                  # parallel neighbours: no refit
-            corners = quad
-            break
+        if abs(det) < 1e-6:
+            return np.asarray(fallback, np.float32)
         s = ((q - p)[0] * -v[1] - (q - p)[1] * -v[0]) / det
         corners.append(p + s * u)
-    corners = np.array(corners, np.float32)
-    if np.abs(corners - quad).max() > 0.025 * peri:                          # a refit that ran away: keep the coarse
-        corners = quad
-    return (corners + 0.5) * np.asarray(scale, np.float32) - 0.5                # mask pixels -> frame pixels
+    return np.array(corners, np.float32)
+
+
+def snap_to_edges(grey, quad, reach=0.05, samples=32, min_step=4.0, rel_step=0.25):
+    """The quad with each side moved onto the photo's own edge: at `samples` points along the side, the nearest clear
+    brightness step across it within `reach` x the stamp's size (a local maximum of at least `rel_step` x the
+    strongest there and `min_step` grey levels: the nearest, not the strongest, so the photo's edge wins over the
+    outer edge of a white paper frame a few % further out), then a robust line through those points. The mask's quad
+    is a pixel or two of a 384-px mask off (about 1% of the stamp's size); this one follows the frame at full
+    resolution. `grey` float32 (H, W); a side with too few clear steps stays where it was."""
+    import cv2
+    size = np.sqrt(quad_area(quad))
+    reach_px = max(3.0, reach * size)
+    offsets = np.arange(-reach_px, reach_px + 1, 1.0, dtype=np.float32)
+    between = offsets[:-1] + 0.5                                                # where each step lies
+    centre = quad.mean(0)
+    t = np.linspace(0.1, 0.9, samples, dtype=np.float32)[:, None]
+    lines = []
+    for i in range(4):
+        a, b = quad[i], quad[(i + 1) % 4]
+        d = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
+        n = np.array([d[1], -d[0]], np.float32)
+        n = n if np.dot((a + b) / 2 - centre, n) >= 0 else -n                 # outward
+        base = a + (b - a) * t                                                  # (samples, 2)
+        pts = base[:, None, :] + offsets[None, :, None] * n                     # (samples, offsets, 2)
+        profile = cv2.remap(grey, np.ascontiguousarray(pts[..., 0]), np.ascontiguousarray(pts[..., 1]),
+                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        step = cv2.GaussianBlur(np.abs(np.diff(profile, axis=1)), (3, 1), 0)
+        peak = np.zeros_like(step, bool)
+        peak[:, 1:-1] = (step[:, 1:-1] >= step[:, :-2]) & (step[:, 1:-1] > step[:, 2:])
+        peak &= step >= np.maximum(min_step, rel_step * step.max(1, keepdims=True))
+        clear = peak.any(1)
+        if clear.sum() < samples // 3:
+            lines.append((a, d))
+            continue
+        j = np.where(peak, np.abs(between), np.inf).argmin(1)                   # the nearest clear step
+        edge = (base + between[j][:, None] * n)[clear].astype(np.float32)
+        vx, vy, x0, y0 = cv2.fitLine(edge, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        lines.append((np.array([x0, y0], np.float32), np.array([vx, vy], np.float32)))
+    return intersect_sides(lines, quad)
 
 
 class Detector:
@@ -205,13 +249,19 @@ def rectify(rgb, quad, size):
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
 
 
-def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS):
-    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), or with None
-    find_quads (edges), smallest first (of nested outlines, a photo and its paper frame, the photo's own corners are
-    tried first)."""
+def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True):
+    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each followed by
+    its copy snapped to the frame's edges (snap_to_edges; `snap=False` for video, which has frames to spare and
+    wants the speed), or with None find_quads (edges already), smallest first (of nested outlines, a photo and its
+    paper frame, the photo's own corners are tried first)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
-    return detector.quads(rgb, min_area, cuts)
+    quads = detector.quads(rgb, min_area, cuts)
+    if not snap or not quads:
+        return quads
+    import cv2
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return [q for quad in quads for q in (quad, snap_to_edges(grey, quad))]
 
 
 def regions(quads):
@@ -252,11 +302,11 @@ def read_quad(model, rgb, quad, timing=None):
     return None
 
 
-def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS):
+def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True):
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode.
     `quads` (from candidate_quads) may be given when the caller already has them."""
-    quads = candidate_quads(rgb, detector, min_area, cuts) if quads is None else quads
+    quads = candidate_quads(rgb, detector, min_area, cuts, snap) if quads is None else quads
     found = []
     for group in regions(quads):
         for quad in group:
@@ -365,7 +415,8 @@ def main(args) -> int:
                 failures += 1
                 rows.append({"file": name, "frame": index, "detections": [], "error": rgb})
                 continue
-            found = detect(model, rgb, args.min_area, detector, cuts=VIDEO_CUTS if video else IMAGE_CUTS)
+            found = detect(model, rgb, args.min_area, detector, cuts=VIDEO_CUTS if video else IMAGE_CUTS,
+                           snap=not video)
             shown = confirmer.update(found) if video else found
             rows.append({"file": name, "frame": index, "detections": shown})
             if not args.json:

@@ -11,7 +11,8 @@ corners lie within 10% of the stamp's size of the truth), corner error (mean cor
 size, sqrt of its area, over the detected ones), and end-to-end recovery (detect_decode.detect returns the message).
 Then --negatives scenes with no encoded stamp (half empty, half holding a plain printed photo): false detections
 (a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads
-photos (the mask cut at IMAGE_CUTS, or at --cuts). Then the speed of detect() at 720p and 1080p, with video's cuts and with photos' cuts, and
+photos (the mask cut at IMAGE_CUTS, or at --cuts; each quad also snapped to the frame's edges unless --no_snap). Then
+the speed of detect() at 720p and 1080p, as video reads frames and as photos are read, and
 the share of detection, rectification and decoding. Writes results.md and results.json (and plot_recovery.png
 with matplotlib) to --out_dir.
 """
@@ -61,10 +62,10 @@ def stamp_of(photo, rng, long_side=400):
     return photo.crop(box).resize(size, Image.BICUBIC)
 
 
-def timed_detect(model, rgb, detector, min_area, cuts):
+def timed_detect(model, rgb, detector, min_area, cuts, snap):
     """detect() in its three parts -> ({detect, rectify, decode} seconds, the detections)."""
     t0 = time.perf_counter()
-    quads = D.candidate_quads(rgb, detector, min_area, cuts)
+    quads = D.candidate_quads(rgb, detector, min_area, cuts, snap)
     timing = {"detect": time.perf_counter() - t0, "rectify": 0.0, "decode": 0.0}
     return timing, D.detect(model, rgb, quads=quads, timing=timing)
 
@@ -86,6 +87,8 @@ def get_parser():
     p.add_argument("--cuts", type=float, nargs="+", default=list(D.IMAGE_CUTS),
                    help="where the learned detector's mask is cut for the accuracy table (default: detect_decode.py's "
                         "cuts for photos; video's are %s)" % (D.VIDEO_CUTS,))
+    p.add_argument("--no_snap", action="store_true",
+                   help="accuracy table without the quads snapped to the frame's edges (as video reads frames)")
     p.add_argument("--max_photos", type=int, default=200, help="photos read from --images_dir")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and messages")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json, plot_recovery.png here")
@@ -120,7 +123,7 @@ def main(args) -> int:
                 if not scene.corners:
                     continue
                 truth = scene.corners[0]
-                quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts))
+                quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap)
                 errs = [corner_error(q, truth) for q in quads]
                 if errs and min(errs) < 10:
                     found += 1
@@ -135,7 +138,7 @@ def main(args) -> int:
     for i in range(args.negatives):
         plain = [np.asarray(stamp_of(pick(), rng))] if i % 2 else []
         scene = make_scene(rng, np.asarray(pick()), plain, (W, H), area=(0.05, 0.4), occlude_prob=0)
-        quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts))
+        quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap)
         false_quads += not plain and bool(quads)
         false_messages += len(D.detect(model, scene.frame, quads=quads))
     print(f"{args.negatives} scenes without a stamp: {false_quads} false detections on the "
@@ -144,10 +147,10 @@ def main(args) -> int:
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
         stamp = model.encode(stamp_of(photos[0], rng), "Hello")[0]
         frame = make_scene(rng, np.asarray(photos[1]), [np.asarray(stamp)], size, area=0.2, tilt=15).frame
-        for setting, cuts in (("video", D.VIDEO_CUTS), ("photo", D.IMAGE_CUTS)):
-            _, found = timed_detect(model, frame, detector, args.min_area, cuts)                 # warm-up
+        for setting, cuts, snap in (("video", D.VIDEO_CUTS, False), ("photo", D.IMAGE_CUTS, True)):
+            _, found = timed_detect(model, frame, detector, args.min_area, cuts, snap)           # warm-up
             read = any(d["message"] == "Hello" for d in found)
-            runs = [timed_detect(model, frame, detector, args.min_area, cuts)[0] for _ in range(10)]
+            runs = [timed_detect(model, frame, detector, args.min_area, cuts, snap)[0] for _ in range(10)]
             med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
             total = sum(med.values())
             key = f"{label}, {setting} cuts"
@@ -168,7 +171,8 @@ def write_report(results, args):
     tilts = args.tilts
     rel = lambda p: os.path.relpath(p) if os.path.isabs(p) and not os.path.relpath(p).startswith("..") else p
     lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
-             f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}", "",
+             f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}; quads snapped to edges: "
+             f"{'no' if args.no_snap else 'yes'}", "",
              "End-to-end recovery (detection rate, corner error in % of the stamp's size)", "",
              "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
              "|---|" + "---|" * len(tilts)]
@@ -180,8 +184,8 @@ def write_report(results, args):
     lines += ["", f"Scenes without an encoded stamp: {results['negatives']} ({results['negatives'] // 2} empty, the "
                   f"rest with a plain printed photo): {results['false_detections']} false detections on the empty "
                   f"ones, {results['false_messages']} false messages.", "",
-              f"Speed (one scene per size, the stamp at 20% and 15 deg; mask cuts: video {D.VIDEO_CUTS}, photo "
-              f"{D.IMAGE_CUTS}):", "",
+              f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
+              f"cuts {D.IMAGE_CUTS} and snapped quads):", "",
               "| frame | fps | detect ms | rectify ms | decode ms | stamp read |", "|---|---|---|---|---|---|"]
     for label, s in results["speed"].items():
         lines.append(f"| {label} | {s['fps']:.1f} | {s['detect_ms']:.1f} | {s['rectify_ms']:.1f} | "

@@ -206,3 +206,42 @@ def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
     timing = {}
     D.detect(model, frame, quads=[elsewhere], timing=timing)
     assert timing["decode"] > 0 and timing["rectify"] > 0
+
+
+def test_snap_to_edges_moves_each_side_onto_the_photo(stamp):
+    """A quad off by 1-2% of the stamp's size (its sides in or out, the way a coarse mask errs) is snapped back to the
+    photo's own corners, not to the outer edge of its white paper frame (~4% further out) (a wrong normal, offset
+    or line fit, or the strongest step instead of the nearest, leaves it off)."""
+    frame, corners = scene(stamp, 0)
+    truth = D.order_corners(corners)
+    size = np.sqrt(D.quad_area(truth))
+    centre = truth.mean(0)
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for grow in (0.96, 1.02):
+        off = centre + grow * (truth - centre) + np.float32([[2, -3], [-3, 2], [3, 3], [-2, -2]])
+        snapped = D.snap_to_edges(grey, off.astype(np.float32))
+        before = np.linalg.norm(off - truth, axis=1).max() / size
+        after = np.linalg.norm(snapped - truth, axis=1).max() / size
+        assert before > 0.01 and after < 0.005, (grow, before, after)
+
+
+def test_snap_leaves_a_quad_without_edges_alone():
+    quad = np.float32([[100, 80], [300, 90], [290, 260], [110, 250]])
+    flat = np.full((400, 400), 128, np.float32)
+    np.testing.assert_array_equal(D.snap_to_edges(flat, quad), quad)
+
+
+def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
+    """candidate_quads: for photos every mask quad is followed by its snapped copy; video (snap=False) gets the mask's
+    quads alone, for the frame rate."""
+    frame, corners = scene(stamp, 1)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    detector = TrueMask(mask)
+    plain = D.candidate_quads(frame, detector, snap=False)
+    both = D.candidate_quads(frame, detector)
+    assert len(plain) >= 1 and len(both) == 2 * len(plain)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, both[::2]))
+    truth = D.order_corners(corners)
+    err = lambda q: np.linalg.norm(q - truth, axis=1).max() / np.sqrt(D.quad_area(truth))
+    assert err(both[0]) < 0.01 and err(both[1]) < 0.01     # on the photo's corners, not on its paper frame (~4% out)
