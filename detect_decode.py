@@ -251,7 +251,7 @@ def rectify(rgb, quad, size):
 
 def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True):
     """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each followed by
-    its copy snapped to the frame's edges (snap_to_edges; `snap=False` for video, which has frames to spare and
+    its copy snapped to the frame's edges where that moved it (snap_to_edges; `snap=False` for video, which has frames to spare and
     wants the speed), or with None find_quads (edges already), smallest first (of nested outlines, a photo and its
     paper frame, the photo's own corners are tried first)."""
     if detector is None:
@@ -261,7 +261,11 @@ def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=Tru
         return quads
     import cv2
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return [q for quad in quads for q in (quad, snap_to_edges(grey, quad))]
+    out = []
+    for quad in quads:
+        snapped = snap_to_edges(grey, quad)
+        out += [quad, snapped] if np.abs(snapped - quad).max() > 0.5 else [quad]   # unmoved: not decoded twice
+    return out
 
 
 def regions(quads):

@@ -240,8 +240,10 @@ def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
     detector = TrueMask(mask)
     plain = D.candidate_quads(frame, detector, snap=False)
     both = D.candidate_quads(frame, detector)
-    assert len(plain) >= 1 and len(both) == 2 * len(plain)
+    assert len(plain) >= 1 and len(both) == 2 * len(plain)                # every quad moved, so each has a copy
     assert all(np.array_equal(a, b) for a, b in zip(plain, both[::2]))
+    flat = np.full_like(frame, 128)                                        # no edges: no copy, no second decode
+    assert len(D.candidate_quads(flat, detector)) == len(D.candidate_quads(flat, detector, snap=False))
     truth = D.order_corners(corners)
     err = lambda q: np.linalg.norm(q - truth, axis=1).max() / np.sqrt(D.quad_area(truth))
     assert err(both[0]) < 0.01 and err(both[1]) < 0.01     # on the photo's corners, not on its paper frame (~4% out)
