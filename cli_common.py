@@ -78,6 +78,10 @@ def add_decode_arguments(parser, inputs=True):
     parser.add_argument("--include_residuals", action="store_true",
                         help="with --images_dir, also decode *_residual.png files (skipped by default)")
     parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of text lines")
+    parser.add_argument("--no_tta", action="store_true",
+                        help="read each image whole only, as the original (default: an image that gives no message "
+                             "is also read cropped by 5%% and 10%% and padded by 3%% and 6%% per side; README "
+                             "'Encoding and decoding')")
 
 
 OUTPUT_SUFFIXES = ("_hidden.png", "_residual.png")   # what the encoder writes

@@ -27,7 +27,7 @@ def decode_all(model, args) -> int:
     paths, skipped = input_paths(args, () if args.include_residuals else ("_residual.png",))
     failures, rows, bar = [], [], progress(len(paths), args.no_progress or args.json)
     for batch in batches(paths, args.batch_size, failures, bar):
-        for (path, _), res in zip(batch, model.decode_batch([im for _, im in batch])):
+        for (path, _), res in zip(batch, model.decode_batch([im for _, im in batch], tta=not args.no_tta)):
             # confidence describes a message; with none found there is nothing to be confident about
             rows.append({"file": path, "message": res.message, "corrected_bits": res.corrected_bits,
                          "confidence": round(res.confidence, 4) if res.ok else None, "bits": res.bits})

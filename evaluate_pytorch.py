@@ -61,12 +61,14 @@ def make_lpips():
     return f
 
 
-def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quality=True, lpips_fn=None):
+def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quality=True, lpips_fn=None, tta=True):
     """Encode `messages` seeded secrets into each (name, PIL) photo, distort, decode.
 
     distortions: {name: f(img, rng)}. Returns a dict: per-distortion bit_acc / exact / false_pos, the mean
     image-quality metrics over all encoded photos (quality=False skips SSIM and LPIPS; PSNR is always measured), and
-    per photo its mean PSNR and exact recovery over all distortions."""
+    per photo its mean PSNR and exact recovery over all distortions. Bit accuracy is that of the whole image; a
+    message counts as read (and an unmarked photo as a false positive) as the decode scripts read it: with tta, an
+    image that gives no message whole is also read through inference.DECODE_VIEWS."""
     # Secrets and distortions draw from separate streams: the same secrets whatever the distortion list, so the
     # sweeps and the table agree where they overlap (clean).
     rng_secret, rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
@@ -76,7 +78,7 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
     per_photo, strengths = {}, []
     for name, img in photos:
         mine = per_photo.setdefault(str(name), {"psnr": [], "exact": []})
-        unmarked = model.decode_batch([f(img, rng) for f in distortions.values()])
+        unmarked = model.decode_batch([f(img, rng) for f in distortions.values()], tta)
         for d, r in zip(distortions, unmarked):
             stats[d]["false_pos"] += r.ok
         for _ in range(messages):
@@ -91,16 +93,18 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
                 if lpips_fn is not None:
                     q["lpips"].append(lpips_fn(encoded, img))
             truth = model.codec.encode(secret)
-            logits = model.decode_logits([f(encoded, rng) for f in distortions.values()])   # one batched call
-            for d, row in zip(distortions, logits):
-                bits = (row > 0).astype(np.float32)
-                stats[d]["bits"].append(float(np.mean(bits == truth)))
-                ok = model.codec.decode(bits).message == secret
+            copies = [f(encoded, rng) for f in distortions.values()]
+            logits = model.decode_logits(copies)                               # one batched call
+            results = model.read_logits(logits)
+            results = model.retry_views(copies, results) if tta else results
+            for d, row, r in zip(distortions, logits, results):
+                stats[d]["bits"].append(float(np.mean((row > 0) == truth)))
+                ok = r.message == secret
                 stats[d]["exact"] += ok
                 stats[d]["n"] += 1
                 mine["exact"].append(ok)
     return {
-        "photos": len(photos), "messages": messages, "strength": strength,
+        "photos": len(photos), "messages": messages, "strength": strength, "tta": tta,
         "strength_mean": float(np.mean(strengths)), "strength_max": float(np.max(strengths)),
         "quality": {k: (float(np.mean(v)) if v else None) for k, v in q.items()},
         "psnr_min": float(np.min(q["psnr"])),
@@ -120,6 +124,7 @@ def markdown(res, title):
     auto = (f" (chosen per image: mean {res['strength_mean']:.2f}, max {res['strength_max']:.2f})"
             if res["strength"] == "auto" else "")
     crop = f", centre crops {res['crop']}x{res['crop']}" if res.get("crop") else ""
+    crop += ", whole images only (--no_tta)" if res.get("tta") is False else ""
     lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}{auto}{crop}",
              "", f"PSNR {q['psnr']:.2f} dB (min {res['psnr_min']:.2f}) | SSIM {fmt(q['ssim'], '.4f')} | "
                  f"LPIPS {fmt(q['lpips'], '.4f')} | false positives {fp}/{n_unmarked}", "",
@@ -139,7 +144,7 @@ def markdown(res, title):
 def sweeps(model, photos, args):
     """Recovery vs JPEG quality, vs perspective strength, and PSNR/recovery vs --strength (same seeds as the table)."""
     run = lambda dist, strength=args.strength: evaluate(model, photos, dist, args.messages, strength, args.seed,
-                                                        quality=False)
+                                                        quality=False, tta=not args.no_tta)
     out = {"jpeg": run({q: jpeg(q) for q in JPEG_SWEEP}),
            "perspective": run({f: perspective(f) for f in PERSPECTIVE_SWEEP}),
            "strength": {s: run({"clean": DISTORTIONS["clean"], "jpeg50": jpeg(50)}, s) for s in STRENGTH_SWEEP}}
@@ -211,6 +216,9 @@ def get_parser():
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--bf16", action="store_true", help="PyTorch model with bfloat16 weights (as the scripts' --bf16)")
     p.add_argument("--no_lpips", action="store_true", help="skip LPIPS (the slowest quality metric)")
+    p.add_argument("--no_tta", action="store_true",
+                   help="read each copy whole only, as the original (default: as the decode scripts, also through "
+                        "the decoding views when the whole copy gives no message)")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json (and plots) here")
     p.add_argument("--plots", action="store_true", help="also run the sweeps and write plot_*.png (needs --out_dir)")
     return p
@@ -257,7 +265,7 @@ def main(args) -> int:
         return 2
     lpips_fn = None if args.no_lpips else make_lpips()
     res = evaluate(model, photos, {d: DISTORTIONS[d] for d in args.distortions}, args.messages, args.strength,
-                   args.seed, lpips_fn=lpips_fn)
+                   args.seed, lpips_fn=lpips_fn, tta=not args.no_tta)
     res["crop"] = args.crop
     title = f"{os.path.basename(os.path.normpath(args.model))} on {args.builtin or args.images_dir}"
     table = markdown(res, title)

@@ -91,6 +91,23 @@ AUTO_CHECKS = ("clean", "jpeg50", "persp5%", "print_photo")
 AUTO_MARGIN = 2          # a copy counts as read only with at most t - AUTO_MARGIN corrected bit errors (3 of 5)
 AUTO_SIM_SIDE = 512      # copies are simulated at this long side: the decoder sees 128 px anyway
 
+# Decoding views (our addition; decode_batch(..., tta=False) and the scripts' --no_tta read the whole image only, as
+# the original): when the whole image gives no BCH-verified message, it is read again cropped by 5% of each side,
+# padded by 3% (its edge pixels repeated), cropped by 10% and padded by 6%, and the first view that reads wins. A
+# photo cropped or framed a little differently from the encoded image then still lines up with what the decoder was
+# trained on. Chosen on training photos (data/select); README "Default model" has the effect and the false positives.
+DECODE_VIEWS = (0.05, -0.03, 0.10, -0.06)   # > 0: crop that share of each side; < 0: pad each side by it
+
+
+def decode_view(img: Image.Image, frac: float) -> Image.Image:
+    """The image cropped by `frac` of its width/height on each side (frac > 0), or padded by -frac with its edge
+    pixels repeated (frac < 0)."""
+    W, H = img.size
+    dx, dy = int(W * abs(frac) + 0.5), int(H * abs(frac) + 0.5)     # as web/stegastamp.js: Math.round
+    if frac > 0:
+        return img.crop((dx, dy, W - dx, H - dy))
+    return Image.fromarray(np.pad(np.asarray(img), ((dy, dy), (dx, dx), (0, 0)), mode="edge"))
+
 
 def sim_size(img: Image.Image) -> Image.Image:
     """The image scaled down to AUTO_SIM_SIDE on its long side (unchanged when already smaller)."""
@@ -164,7 +181,7 @@ class StegaStampRunner(ABC):
             return [self._encode_auto(c, xi, ri, s) for c, xi, ri, s in zip(covers, x, r, secrets)]
         out = [Encoded(*self._compose(c, xi, ri, float(strength)), strength) for c, xi, ri in zip(covers, x, r)]
         if verify:
-            for e, s, res in zip(out, secrets, self.decode_batch([e[0] for e in out])):
+            for e, s, res in zip(out, secrets, self.decode_batch([e[0] for e in out], tta=False)):
                 e.verified = self._matches(res, s)
         return out
 
@@ -180,7 +197,8 @@ class StegaStampRunner(ABC):
         from distortions import DISTORTIONS   # numpy + Pillow only
         small = sim_size(encoded)
         copies = [DISTORTIONS[c](small, np.random.default_rng(seed + i)) for i, c in enumerate(checks)]
-        return all(self._matches(res, secret, AUTO_MARGIN) for res in self.decode_batch(copies))
+        # the whole image only: a strength that needs the decoding views has no margin left
+        return all(self._matches(res, secret, AUTO_MARGIN) for res in self.decode_batch(copies, tta=False))
 
     def _encode_auto(self, cover, x, r, secret):
         """Try each strength on the cover scaled to the simulation size (cheap however large the photo), then
@@ -201,10 +219,9 @@ class StegaStampRunner(ABC):
         x = np.stack([self.model_input(im) for im in images]).transpose(0, 3, 1, 2)  # (B, 3, h, w)
         return np.asarray(self.run_decoder(x), dtype=np.float64)
 
-    def decode_batch(self, images):
-        """List of PIL images -> list of DecodeResult (message or None, corrected bits, confidence)."""
-        logits = self.decode_logits(images)                                          # (B, L)
-        prob = 0.5 * (1 + np.tanh(logits / 2))                                      # sigmoid, no overflow
+    def read_logits(self, logits) -> list:
+        """Decoder logits (B, L) -> list of DecodeResult (BCH-verified message or None, corrected bits, confidence)."""
+        prob = 0.5 * (1 + np.tanh(np.asarray(logits, np.float64) / 2))           # sigmoid, no overflow
         results = []
         for p in prob:
             res = self.codec.decode((p > 0.5).astype(np.float32))
@@ -212,5 +229,24 @@ class StegaStampRunner(ABC):
                                         float(np.mean(np.abs(2 * p - 1))), bit_string(p > 0.5)))
         return results
 
-    def decode(self, image: Image.Image) -> DecodeResult:
-        return self.decode_batch([image])[0]
+    def retry_views(self, images, results) -> list:
+        """The images whose result holds no message, read again through DECODE_VIEWS (one batched call); the first
+        view that reads replaces the result. Only BCH-verified views count, so raw bits for a code of the user's own
+        are those of the whole image (decode them with tta=False to be sure no view is ever taken)."""
+        retry = [i for i, r in enumerate(results) if not r.ok]
+        if not retry:
+            return results
+        views = self.read_logits(self.decode_logits([decode_view(images[i], f) for i in retry for f in DECODE_VIEWS]))
+        results = list(results)
+        for n, i in enumerate(retry):
+            results[i] = next((r for r in views[n * len(DECODE_VIEWS):(n + 1) * len(DECODE_VIEWS)] if r.ok), results[i])
+        return results
+
+    def decode_batch(self, images, tta=True):
+        """List of PIL images -> list of DecodeResult (message or None, corrected bits, confidence, bits). tta: an
+        image that gives no message whole is also read through DECODE_VIEWS (tta=False: the whole image only)."""
+        results = self.read_logits(self.decode_logits(images))
+        return self.retry_views(images, results) if tta else results
+
+    def decode(self, image: Image.Image, tta=True) -> DecodeResult:
+        return self.decode_batch([image], tta)[0]

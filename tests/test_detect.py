@@ -180,14 +180,15 @@ def test_learned_detector_video_clip(model, stamp, tmp_path, capsys):
 
 
 class CountingModel:
-    """The real model, counting decode_batch calls."""
+    """The real model, counting decode_batch calls and recording whether each asked for the decoding views."""
 
     def __init__(self, model):
-        self.model, self.size, self.calls = model, model.size, 0
+        self.model, self.size, self.calls, self.tta = model, model.size, 0, set()
 
-    def decode_batch(self, crops):
+    def decode_batch(self, crops, tta=True):
         self.calls += 1
-        return self.model.decode_batch(crops)
+        self.tta.add(tta)
+        return self.model.decode_batch(crops, tta)
 
 
 def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
@@ -203,6 +204,7 @@ def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
     counting.calls = 0
     assert [f["message"] for f in D.detect(counting, frame, quads=[truth, shrunk])] == ["Hello"]
     assert counting.calls == 1                                                     # read at once: no second decode
+    assert counting.tta == {False}      # rectified crops are aligned already: no decoding views (5x the decodes)
     timing = {}
     D.detect(model, frame, quads=[elsewhere], timing=timing)
     assert timing["decode"] > 0 and timing["rectify"] > 0

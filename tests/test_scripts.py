@@ -627,3 +627,36 @@ def test_encoding_verifies_by_default(tmp_path, capsys):
     assert "do not read back reliably" in capsys.readouterr().err
     weak.strict, weak.overwrite = True, True
     assert encode_all(BlockRunner(), weak) == 1
+
+
+def test_decode_view_crops_and_pads_each_side():
+    """The decoding views: a share of each side cropped off, or added with the edge pixels repeated."""
+    from inference import decode_view
+    img = Image.fromarray(np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3))    # W 20, H 10
+    crop = decode_view(img, 0.1)
+    assert crop.size == (16, 8) and np.array_equal(np.asarray(crop), np.asarray(img)[1:9, 2:18])
+    pad = np.asarray(decode_view(img, -0.1))
+    assert pad.shape == (12, 24, 3) and np.array_equal(pad[1:11, 2:22], np.asarray(img))
+    assert np.array_equal(pad[1:11, 0], np.asarray(img)[:, 0]) and np.array_equal(pad[0, 2:22], np.asarray(img)[0])
+
+
+def test_decoding_views_read_what_the_whole_image_misses(tmp_path, capsys):
+    """An encoded image framed by a border (what a loose crop of a photo does): read whole, its blocks no longer line
+    up and no message reads; its 'crop 10%' view is the encoded image again and reads. Only the image that missed is
+    read through the views (one batched call), and --no_tta / tta=False keep the original's single read."""
+    runner = BlockRunner()
+    enc = runner.encode(Image.new("RGB", (160, 160), (120, 120, 120)), "Hello")[0]
+    framed = Image.fromarray(np.pad(np.asarray(enc), ((20, 20), (20, 20), (0, 0)), mode="edge"))   # 200 x 200
+    assert runner.decode(framed, tta=False).message is None
+    calls, decode_logits = [], runner.decode_logits
+    runner.decode_logits = lambda images: calls.append(len(images)) or decode_logits(images)
+    assert [r.message for r in runner.decode_batch([enc, framed])] == ["Hello", "Hello"]
+    assert calls == [2, 4]
+    from cli_common import add_decode_arguments
+    from decode_image_pytorch import decode_all
+    framed.save(tmp_path / "framed.png")
+    capsys.readouterr()
+    assert decode_all(runner, _cli_args(add_decode_arguments, "--image", tmp_path / "framed.png")) == 0
+    assert "'Hello'" in capsys.readouterr().out
+    assert decode_all(runner, _cli_args(add_decode_arguments, "--image", tmp_path / "framed.png", "--no_tta")) == 0
+    assert "no message found" in capsys.readouterr().out

@@ -179,3 +179,21 @@ def test_page_speed(page, capsys):
     if os.environ.get("STEGASTAMP_SCREENSHOTS"):
         with open(os.path.join(ROOT, "docs", "web_speed.json"), "w") as f:
             json.dump(res, f, indent=1)
+
+
+def test_page_reads_through_the_decoding_views_as_python_does(page):
+    """A copy cropped by 18% per side that the whole image does not read: the page, like Python, finds the message
+    through the decoding views, and with {tta: false} reads the whole image only, as Python's tta=False."""
+    from onnx_inference import OnnxStegaStamp
+    from distortions import crop_border
+    from image_io import load_image
+    py = OnnxStegaStamp(os.path.join(ROOT, "pretrained", "onnx"))
+    cropped = crop_border(0.18)(py.encode(load_image(os.path.join(ROOT, "examples", "chelsea.jpg")), "Views")[0], None)
+    assert py.decode(cropped, tta=False).message is None and py.decode(cropped).message == "Views"
+    buf = io.BytesIO()
+    cropped.save(buf, "PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    whole = run_js(page, "return await window.stegastamp.decode(await window.toImageData(args[0]), {tta: false});",
+                   data_url)
+    views = run_js(page, "return await window.stegastamp.decode(await window.toImageData(args[0]));", data_url)
+    assert whole["message"] is None and views["message"] == "Views"

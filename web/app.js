@@ -1,7 +1,7 @@
 // The page: file inputs, buttons and messages around stegastamp.js. Exposes window.stegastamp for scripts and tests:
 //   await window.stegastamp.ready
 //   window.stegastamp.encode(imageData, text, {strength}) -> Promise<ImageData>
-//   window.stegastamp.decode(imageData) -> Promise<{message, correctedBits, confidence}>
+//   window.stegastamp.decode(imageData, {tta}) -> Promise<{message, correctedBits, confidence}>
 import { StegaStamp } from "./stegastamp.js";
 
 const $ = (id) => document.getElementById(id);
@@ -26,7 +26,7 @@ const ready = StegaStamp.load(params.get("models") || "../pretrained/onnx/", { n
 window.stegastamp = {
   ready: ready.then(() => true),
   encode: async (imageData, text, opts) => (await ready).encode(imageData, text, opts),
-  decode: async (imageData) => (await ready).decode(imageData),
+  decode: async (imageData, opts) => (await ready).decode(imageData, opts),
   threads,
 };
 

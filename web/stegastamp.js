@@ -1,11 +1,13 @@
 // StegaStamp in the browser: encoder.onnx / decoder.onnx on onnxruntime-web (WASM; WebGPU where available), the
 // same behaviour as the Python scripts (inference.StegaStampRunner): the whole image resized to the model size
 // (Pillow's bicubic), the residual upsampled (bilinear) onto the untouched full-resolution photo, `strength`,
-// BCH-verified decoding with the corrected-bit count and the confidence (mean |2p - 1| over the bits).
+// BCH-verified decoding with the corrected-bit count and the confidence (mean |2p - 1| over the bits), and the
+// same decoding views when the whole image gives no message ({tta: false}: the whole image only).
 //
 //   const model = await StegaStamp.load("../pretrained/onnx/");
 //   const encoded = await model.encode(imageData, "Hello", {strength: 1});   // ImageData, same size
 //   const result = await model.decode(encoded);   // {message, correctedBits, confidence} (message null: none)
+//   await model.decode(photo, {tta: false});       // the whole image only, as the original
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.all.min.mjs";
 import { SecretCodec } from "./secret_codec.js";
 
@@ -116,6 +118,27 @@ function toPlanes(imageData) {   // RGBA bytes -> CHW floats in 0..255 (alpha co
   return out;
 }
 
+// The decoding views of inference.DECODE_VIEWS, tried in order when the whole image gives no message: > 0 crops
+// that share of each side, < 0 pads each side by it with the edge pixels repeated.
+const DECODE_VIEWS = [0.05, -0.03, 0.10, -0.06];
+
+function decodeView(planes, h, w, frac) {   // -> [planes, h, w] of the view (as inference.decode_view)
+  const dx = Math.floor(w * Math.abs(frac) + 0.5), dy = Math.floor(h * Math.abs(frac) + 0.5);
+  const crop = frac > 0;
+  const vw = crop ? w - 2 * dx : w + 2 * dx, vh = crop ? h - 2 * dy : h + 2 * dy;
+  const out = new Float32Array(3 * vh * vw);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < vh; y++) {
+      const sy = crop ? y + dy : Math.min(h - 1, Math.max(0, y - dy));
+      for (let x = 0; x < vw; x++) {
+        const sx = crop ? x + dx : Math.min(w - 1, Math.max(0, x - dx));
+        out[(c * vh + y) * vw + x] = planes[(c * h + sy) * w + sx];
+      }
+    }
+  }
+  return [out, vh, vw];
+}
+
 export class StegaStamp {
   constructor(encoder, decoder, config) {
     this.encoder = encoder;
@@ -175,10 +198,22 @@ export class StegaStamp {
     return result;
   }
 
-  async decode(imageData) {
+  async decode(imageData, { tta = true } = {}) {
+    // tta: an image that gives no message whole is also read through DECODE_VIEWS (false: the whole image only)
     const { width: w, height: h } = imageData;
+    const planes = toPlanes(imageData);
+    let res = await this.read(planes, h, w);
+    for (const frac of tta ? DECODE_VIEWS : []) {
+      if (res.message !== null) break;
+      const viewed = await this.read(...decodeView(planes, h, w, frac));
+      if (viewed.message !== null) res = viewed;
+    }
+    return res;
+  }
+
+  async read(planes, h, w) {   // CHW planes in 0..255 -> {message, correctedBits, reason, confidence, bits}
     const [mh, mw] = this.size;
-    const x = this.modelInput(toPlanes(imageData), h, w);
+    const x = this.modelInput(planes, h, w);
     const out = await this.decoder.run({ image: new ort.Tensor("float32", x, [1, 3, mh, mw]) });
     const logits = out.logits.data;
     const p = Array.from(logits, (l) => 1 / (1 + Math.exp(-l)));
