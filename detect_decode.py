@@ -251,9 +251,9 @@ def rectify(rgb, quad, size):
 
 def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True):
     """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each followed by
-    its copy snapped to the frame's edges where that moved it (snap_to_edges; `snap=False` for video, which has frames to spare and
-    wants the speed), or with None find_quads (edges already), smallest first (of nested outlines, a photo and its
-    paper frame, the photo's own corners are tried first)."""
+    its copy snapped to the frame's edges where that moved it (snap_to_edges; `snap=False` for video, which has
+    frames to spare and wants the speed), or with None find_quads (edges already), smallest first (of nested
+    outlines, a photo and its paper frame, the photo's own corners are tried first)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
     quads = detector.quads(rgb, min_area, cuts)

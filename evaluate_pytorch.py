@@ -123,9 +123,9 @@ def markdown(res, title):
     n_unmarked = sum(s["unmarked"] for s in res["distortions"].values())
     auto = (f" (chosen per image: mean {res['strength_mean']:.2f}, max {res['strength_max']:.2f})"
             if res["strength"] == "auto" else "")
-    crop = f", centre crops {res['crop']}x{res['crop']}" if res.get("crop") else ""
-    crop += ", whole images only (--no_tta)" if res.get("tta") is False else ""
-    lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}{auto}{crop}",
+    setting = f", centre crops {res['crop']}x{res['crop']}" if res.get("crop") else ""
+    setting += ", whole images only (--no_tta)" if res.get("tta") is False else ""
+    lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}{auto}{setting}",
              "", f"PSNR {q['psnr']:.2f} dB (min {res['psnr_min']:.2f}) | SSIM {fmt(q['ssim'], '.4f')} | "
                  f"LPIPS {fmt(q['lpips'], '.4f')} | false positives {fp}/{n_unmarked}", "",
              "| distortion | bit accuracy | exact recovery | false positives |", "|---|---|---|---|"]

@@ -238,9 +238,9 @@ class StegaStampRunner(ABC):
         if not retry:
             return results
         views = self.read_logits(self.decode_logits([decode_view(images[i], f) for i in retry for f in DECODE_VIEWS]))
-        results = list(results)
+        results, k = list(results), len(DECODE_VIEWS)
         for n, i in enumerate(retry):
-            results[i] = next((r for r in views[n * len(DECODE_VIEWS):(n + 1) * len(DECODE_VIEWS)] if r.ok), results[i])
+            results[i] = next((r for r in views[n * k:(n + 1) * k] if r.ok), results[i])
         return results
 
     def decode_batch(self, images, tta=True):
