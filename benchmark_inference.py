@@ -6,6 +6,7 @@ resolution end to end (load JPEG, encode, write PNG). Weights are random: speed 
 
     python benchmark_inference.py                        # 400 and 128 px
     python benchmark_inference.py --sizes 400 --reps 10 --batch 8
+    python benchmark_inference.py --sizes 400 --variants onnx onnx_int8 --no_full_res --profile   # + ORT's op times
 """
 import argparse
 import copy
@@ -68,6 +69,44 @@ def onnx_calls(onnx_dir, int8):
     return (lambda s, x: m.run_encoder(s.numpy(), x.numpy())), (lambda x: m.run_decoder(x.numpy())), m
 
 
+def ort_profile(path, feed, threads, reps=10):
+    """ONNX Runtime's own profile of one model: {op type: ms per run}, largest first (--profile)."""
+    import json
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.intra_op_num_threads = threads or 0
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        for _ in range(2 + reps):
+            sess.run(None, feed)
+        with open(sess.end_profiling()) as f:
+            return kernel_ms_per_op(json.load(f), warmup=2, reps=reps)
+
+
+def kernel_ms_per_op(events, warmup, reps):
+    """ONNX Runtime profile events of warmup + reps runs -> {op type: ms per timed run}, largest first. Kernel events
+    come in time order and every run has the same ones, so the first warmup/(warmup + reps) of each op's are dropped."""
+    per_op = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op.setdefault(e["args"]["op_name"], []).append(e["dur"])   # microseconds
+    out = {op: sum(d[len(d) * warmup // (warmup + reps):]) / reps / 1000 for op, d in per_op.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def print_profiles(onnx_dir, size, threads):
+    """--profile: where ONNX Runtime spends the time of each model, one image."""
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    s = np.random.default_rng(1).integers(0, 2, (1, 100)).astype(np.float32)
+    for name in ("encoder", "encoder_int8", "decoder", "decoder_int8"):
+        feed = {"secret": s, "image": x} if name.startswith("encoder") else {"image": x}
+        prof = ort_profile(os.path.join(onnx_dir, f"{name}.onnx"), feed, threads)
+        top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(prof.items())[:6])
+        print(f"  {name}.onnx: {sum(prof.values()):.1f} ms in kernels: {top}")
+
+
 def export(ckpt, out_dir):
     import export_onnx
     args = export_onnx.get_parser().parse_args([ckpt, "--out_dir", out_dir, "--int8"])
@@ -102,6 +141,8 @@ def get_parser():
     p.add_argument("--variants", nargs="+", default=choices, choices=choices,
                    help="bf16: autocast; bf16_weights: bfloat16 weights + NHWC (the scripts' --bf16)")
     p.add_argument("--no_full_res", action="store_true", help="skip the 12-megapixel end-to-end timing")
+    p.add_argument("--profile", action="store_true",
+                   help="also print ONNX Runtime's time per op type for each ONNX model (one image)")
     return p
 
 
@@ -142,6 +183,8 @@ def main(args):
                 peak = peak16 if variant.startswith("bf16") else peak32
                 print(f"| {variant} | " + " | ".join(f"{1000 * v:.1f}" for v in t)
                       + f" | {100 * fe / t[0] / 1e9 / peak:.0f}% |", flush=True)
+            if args.profile:
+                print_profiles(onnx_dir, size, args.threads)
             if not args.no_full_res:
                 from stegastamp_pytorch import StegaStamp
                 from models_pytorch import load_checkpoint

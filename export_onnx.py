@@ -5,8 +5,10 @@
     python export_onnx.py checkpoints/det/det_final.pth --out_dir pretrained/onnx --test   # -> detector.onnx
 Writes encoder.onnx (secret (B, L), image (B, 3, H, W) in [0,1] -> residual, encoded = clip(image + residual)) and
 decoder.onnx (image -> logits (B, L), bits in {0,1}), dynamic batch. The model config travels in each file's
-metadata, so onnx_inference.py needs nothing else. A detector checkpoint (train_detector.py) gives detector.onnx:
-frame (B, 3, H, W) in [0,1], H and W any multiples of 16 -> mask logits (B, 1, H, W), its config in the metadata.
+metadata, so onnx_inference.py needs nothing else. The encoder is exported channel-aligned (its 6 input channels
+padded with zero channels to 8: StegaStampEncoder.channel_aligned), the same function in faster convolutions.
+A detector checkpoint (train_detector.py) gives detector.onnx: frame (B, 3, H, W) in [0,1], H and W any multiples
+of 16 -> mask logits (B, 1, H, W), its config in the metadata.
 """
 import argparse
 import json
@@ -263,7 +265,8 @@ def main(args) -> int:
     image = torch.rand(2, 3, cfg.height, cfg.width)
     secret = torch.randint(0, 2, (2, cfg.secret_size)).float()
     enc_path, dec_path = (os.path.join(args.out_dir, f) for f in ("encoder.onnx", "decoder.onnx"))
-    _export(EncoderExport(encoder).eval(), (secret, image), ["secret", "image"], ["residual", "encoded"], enc_path,
+    aligned = encoder.channel_aligned()   # the same function, in convolutions ONNX Runtime runs much faster
+    _export(EncoderExport(aligned).eval(), (secret, image), ["secret", "image"], ["residual", "encoded"], enc_path,
             cfg, args.opset)
     _export(DecoderExport(decoder).eval(), (image,), ["image"], ["logits", "bits"], dec_path, cfg, args.opset)
     written = [enc_path, dec_path]

@@ -96,6 +96,30 @@ def test_tf_same_padding_pads_bottom_right():
     assert not torch.allclose(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1))
 
 
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 9), (2, 1, 8), (1, 1, 5), (3, 2, 7)])
+def test_conv2d_same_matches_explicit_tf_padding(kernel, stride, size):
+    """Symmetric cases pad inside the convolution, the others with F.pad first: both are TF's 'same'."""
+    conv = Conv2dSame(2, 3, kernel, stride, relu=False)
+    x = torch.randn(2, 2, size, size)
+    top, bottom = same_pad(size, kernel, stride)
+    ref = F.conv2d(F.pad(x, (top, bottom, top, bottom)), conv.weight, conv.bias, stride=stride)
+    assert torch.allclose(conv(x), ref, atol=1e-6)
+
+
+def test_channel_aligned_encoder_computes_the_same_function():
+    enc = StegaStampEncoder(ModelConfig(height=32, width=32, secret_size=20)).eval()
+    aligned = enc.channel_aligned()
+    assert (aligned.conv1.in_channels, aligned.conv9.in_channels) == (8, 72)
+    assert (enc.conv1.in_channels, enc.conv9.in_channels, enc.input_pad) == (6, 70, 0)   # the original untouched
+    secret, image = torch.randint(0, 2, (2, 20)).float(), torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(aligned(secret, image), enc(secret, image), atol=1e-6)
+        # channels_last weights with an NCHW image (the concatenations mix layouts): the same residual
+        cl = StegaStampEncoder(enc.cfg).eval()
+        cl.load_state_dict(enc.state_dict())
+        assert torch.allclose(cl.to(memory_format=torch.channels_last)(secret, image), enc(secret, image), atol=1e-5)
+
+
 def test_secret_reshape_keeps_tf_hwc_order():
     """Dense output index (i*W8 + j)*3 + c lands at pixel block (i, j), channel c (TF's Reshape(H/8, W/8, 3))."""
     enc = StegaStampEncoder(ModelConfig(height=32, width=32, secret_size=4))

@@ -160,8 +160,14 @@ def test_export_parity_and_metadata(ckpt, onnx_dir):
     # TF 'same' padding lives in the convolutions (asymmetric at stride 2), not in Pad nodes; only ONNX's own ops
     encoder = onnx.load(onnx_dir / "encoder.onnx")
     for m in (model, encoder):
-        assert not [n for n in m.graph.node if n.op_type == "Pad"]
+        for pad in [n for n in m.graph.node if n.op_type == "Pad"]:   # the encoder's one: channels only (aligned)
+            pads = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == pad.input[1]))
+            assert m is encoder and list(pads) == [0, 0, 0, 0, 0, 2, 0, 0]
         assert {o.domain for o in m.opset_import} <= {"", "ai.onnx"}
+    # channel-aligned: the convolutions over the 6 input channels read 8 (conv1) and 72 (conv9), the extra ones zero
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in encoder.graph.initializer}
+    conv_in = sorted(weights[n.input[1]].shape[1] for n in encoder.graph.node if n.op_type == "Conv")
+    assert 8 in conv_in and 72 in conv_in and 6 not in conv_in and 70 not in conv_in
     conv_pads = [list(onnx.helper.get_attribute_value(a)) for n in encoder.graph.node if n.op_type == "Conv"
                  for a in n.attribute if a.name == "pads"]
     assert [0, 0, 1, 1] in conv_pads and [1, 1, 1, 1] in conv_pads
@@ -611,6 +617,22 @@ def test_int8_models_load_and_stay_close(onnx_dir):
     img = Image.effect_mandelbrot((96, 64), (-2, -1.2, 1, 1.2), 40).convert("RGB")
     a, b = np.asarray(fp32.encode(img, "abc")[0], int), np.asarray(int8.encode(img, "abc")[0], int)
     assert a.shape == b.shape and np.abs(a - b).mean() < 3
+
+
+def test_benchmark_profile_counts_each_timed_run_once(onnx_dir):
+    """benchmark_inference.py --profile: ONNX Runtime's kernel times per op type, per timed run, warm-ups dropped."""
+    from benchmark_inference import kernel_ms_per_op, ort_profile
+
+    def kernel(op, us):
+        return {"cat": "Node", "name": f"{op}_node_kernel_time", "dur": us, "args": {"op_name": op}}
+    # 2 slow warm-up runs, then 3 timed ones, each: Conv 1000 + 500 us (two nodes), Relu 100 us; plus a non-kernel event
+    runs = [[kernel("Conv", 9000), kernel("Conv", 9000), kernel("Relu", 900)]] * 2 + \
+        [[kernel("Conv", 1000), kernel("Conv", 500), kernel("Relu", 100)]] * 3
+    events = [e for run in runs for e in run] + [{"cat": "Session", "name": "model_run", "dur": 99999}]
+    assert kernel_ms_per_op(events, warmup=2, reps=3) == {"Conv": 1.5, "Relu": 0.1}
+    x = np.random.default_rng(0).random((1, 3, 80, 80), dtype=np.float32)
+    prof = ort_profile(str(onnx_dir / "decoder.onnx"), {"image": x}, threads=1, reps=2)
+    assert {"Conv", "GridSample"} <= set(prof) and all(ms > 0 for ms in prof.values())
 
 
 def test_encoding_verifies_by_default(tmp_path, capsys):
