@@ -40,6 +40,7 @@ class ModelConfig:
     bch_t: int = 5            # BCH correctable bit errors
     bch_prim_poly: int = 137  # BCH primitive polynomial, x^7 + x^3 + 1 -> GF(2^7), n = 127
     code: str = "bch_100"     # name of the message code (secret_codec.CODES), or "custom"
+    residual_bound: float = 0.0   # > 0: residual = b * tanh(raw / b), so |residual| < b (our addition); 0: unbounded
 
     def __post_init__(self):
         # The secret is a (3, H/8, W/8) map upsampled x8, and the U-Net goes down four stride-2 convs and back up
@@ -50,6 +51,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}={v!r}: must be a multiple of 16 (>= 16)")
         if self.secret_size < 1:
             raise ValueError(f"ModelConfig.secret_size={self.secret_size!r}: must be positive")
+        if not self.residual_bound >= 0:
+            raise ValueError(f"ModelConfig.residual_bound={self.residual_bound!r}: must be >= 0 (0: unbounded)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -187,6 +190,10 @@ class StegaStampEncoder(nn.Module):
         init_weights(self, "he_normal")
         self.conv10.requires_grad_(False)
         self.input_pad = 0   # zero channels appended to the 6 input channels (channel_aligned)
+        # cfg.residual_bound > 0: the bound b of residual = b * tanh(raw / b). A buffer, not a parameter: training
+        # anneals it in place (train_pytorch.py --residual_bound); kept out of the state_dict, which stays the
+        # original's variable set -- the checkpoint's model config carries the value.
+        self.register_buffer("bound", torch.tensor(float(cfg.residual_bound)), persistent=False)
 
     def channel_aligned(self, multiple: int = 8) -> "StegaStampEncoder":
         """A copy that computes the same function, with the 6 input channels (secret + image) padded by zero
@@ -202,7 +209,8 @@ class StegaStampEncoder(nn.Module):
         return aligned
 
     def forward(self, secret, image):
-        """secret (B, L) in {0,1}, image (B, 3, H, W) in [0,1] -> residual (B, 3, H, W), no tanh, no clipping."""
+        """secret (B, L) in {0,1}, image (B, 3, H, W) in [0,1] -> residual (B, 3, H, W): unbounded and unclipped as
+        the original, or b * tanh(raw / b) with cfg.residual_bound = b > 0."""
         check_input(image, self.cfg, "encoder")
         B = secret.shape[0]
         s = F.relu(self.secret_dense(secret - 0.5))               # (B, 3*H/8*W/8)
@@ -224,7 +232,10 @@ class StegaStampEncoder(nn.Module):
         # tensor float32 (under bf16 autocast) or NCHW (channels_last weights, NCHW image), and conv9 copies it
         # back, forward and backward. Same values either way.
         c9 = self.conv9(torch.cat([c1, self.up9(self.up2(c8)), like(inputs, c1)], 1))  # (B, 70 -> 32, H, W)
-        return self.residual(c9)                                   # (B, 3, H, W), linear
+        residual = self.residual(c9)                               # (B, 3, H, W), linear
+        if self.cfg.residual_bound > 0:                            # our addition: |residual| < bound, ~linear below
+            residual = self.bound * torch.tanh(residual / self.bound)
+        return residual
 
 
 #################################################################################

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -267,6 +267,12 @@ class ResidualScaler:
         return self.scale
 
 
+def residual_bound_at(args, rstep) -> float:
+    """--residual_bound: the bound in force at this ramp step, log-linear from --residual_bound_start to B."""
+    start, end = args.residual_bound_start, args.residual_bound
+    return start * (end / start) ** ramp(rstep, args.residual_bound_ramp)
+
+
 def out_of_time(t0, minutes, world, device):
     """True once `minutes` have passed since t0; with several processes, as soon as any rank says so (they must
     stop at the same step)."""
@@ -351,7 +357,8 @@ def load_weights(path, cfg, nets):
     """One loader for --pretrained (resume) and --init_from (new run from weights): read the checkpoint, check that
     it was made for the model these flags describe, load every network it holds. -> the checkpoint dict."""
     ckpt = read_checkpoint(path)
-    if ModelConfig.from_dict(ckpt["model_config"]) != cfg:
+    # the residual bound may differ (an unbounded model fine-tuned with --residual_bound, a resumed anneal)
+    if replace(ModelConfig.from_dict(ckpt["model_config"]), residual_bound=cfg.residual_bound) != cfg:
         raise SystemExit(f"error: {path} holds a model with {ckpt['model_config']}, these flags give {asdict(cfg)}")
     for module, key in nets:
         if ckpt.get(key) is not None:
@@ -542,6 +549,16 @@ def get_parser():
                         "--residual_scale_ramp steps), baked into its last (linear) layer, so every checkpoint is a "
                         "self-consistent pair: PSNR rises by 20*log10(1/S) dB and the decoder learns to read it")
     g.add_argument("--residual_scale_ramp", type=int, default=2000, help="steps over which --residual_scale ramps in")
+    g.add_argument("--residual_bound", type=float, default=0.0, metavar="B",
+                   help="(our addition) bound the residual to B*tanh(raw/B): |residual| < B everywhere, so PSNR >= "
+                        "20*log10(1/B) dB, and the encoder cannot buy robustness with brighter blotches. The bound "
+                        "anneals log-linearly from --residual_bound_start to B over --residual_bound_ramp steps "
+                        "(counted like the loss ramps); every checkpoint's model config holds the bound in force, "
+                        "so inference and the exports apply it. 0: unbounded, the original")
+    g.add_argument("--residual_bound_start", type=float, default=0.5,
+                   help="the bound at the start of the anneal (0.5: almost no effect on a trained residual)")
+    g.add_argument("--residual_bound_ramp", type=int, default=10000,
+                   help="steps over which the bound anneals to --residual_bound")
     g.add_argument("--borders", choices=BORDERS, default="black",
                    help="what fills the corners the unwarp leaves empty: black, white, random grey, random "
                    "colour, another image, or no_edge (no warp in the image loss)")
@@ -622,6 +639,9 @@ def main(args):
     if args.residual_scale != 1.0 and not (args.freeze_encoder and args.residual_scale > 0):
         raise SystemExit("error: --residual_scale needs --freeze_encoder and a value > 0 (a trainable encoder would "
                          "simply grow its weights back)")
+    if args.residual_bound and not 0 < args.residual_bound <= args.residual_bound_start:
+        raise SystemExit(f"error: --residual_bound {args.residual_bound:g} needs 0 < B <= --residual_bound_start "
+                         f"({args.residual_bound_start:g})")
     rank, world, device = setup_distributed(args)
     if rank == 0 and not args.pretrained:
         check_new_run(args)
@@ -629,7 +649,8 @@ def main(args):
     np.random.seed(args.seed + rank)
     random.seed(args.seed + rank)
     try:
-        cfg = ModelConfig(height=args.height or args.size, width=args.width or args.size, **code_fields(args))
+        cfg = ModelConfig(height=args.height or args.size, width=args.width or args.size,
+                          residual_bound=max(args.residual_bound, 0.0), **code_fields(args))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     log = Logger(args, active=rank == 0)
@@ -692,7 +713,9 @@ def main(args):
               + (f" | decoder only, residual x{args.residual_scale:g}" if args.freeze_encoder else ""))
 
     def save(path, step):
-        save_checkpoint(path, cfg, encoder, decoder, critic, opt_g, opt_d, step=step, train_args=vars(args),
+        # the bound in force, not the final one: a checkpoint is the model as it was trained at that step
+        in_force = replace(cfg, residual_bound=float(unwrap(encoder).bound)) if args.residual_bound else cfg
+        save_checkpoint(path, in_force, encoder, decoder, critic, opt_g, opt_d, step=step, train_args=vars(args),
                         opt_secret=opt_secret.state_dict(), gate_step=gate_step, recent_acc=list(recent_acc),
                         log_image_gain=float(log_gain), rng=rng_state(),
                         **(scaler_res.state() if scaler_res else {}))
@@ -719,6 +742,9 @@ def main(args):
         scales = loss_scales(args, rstep)
         if scaler_res:
             scales["residual_scale"] = scaler_res.set(step)
+        if args.residual_bound:
+            scales["residual_bound"] = bound = residual_bound_at(args, rstep)
+            unwrap(encoder).bound.fill_(bound)
         if args.adaptive_image_loss is not None:
             scales["image_gain"] = gain = math.exp(log_gain)
             for k in ("l2", "lpips", "G"):

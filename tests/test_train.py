@@ -378,3 +378,43 @@ def test_freeze_encoder_trains_the_decoder_for_a_scaled_residual(tmp_path, capsy
 def test_freeze_encoder_flag_errors(tmp_path, extra, match):
     with pytest.raises(SystemExit, match=match):
         run(tmp_path, "bad", "--num_steps", "1", *extra)
+
+
+def test_residual_bound_anneals_and_travels_in_the_checkpoint(tmp_path):
+    """--residual_bound: B*tanh(raw/B), the bound annealed log-linearly and saved as the one in force; inference
+    applies it; an unbounded model can be fine-tuned into it."""
+    run(tmp_path, "src", "--num_steps", "2")
+    flags = ["--residual_bound", "0.02", "--residual_bound_start", "0.08", "--residual_bound_ramp", "4",
+             "--init_from", str(tmp_path / "ckpt" / "src" / "src_final.pth")]
+    run(tmp_path, "bd", "--num_steps", "3", *flags)
+    # ramp steps 0, 1, 2 (no gate): the last step ran at 0.08 * (0.02 / 0.08) ** (2 / 4) = 0.04
+    rows = [json.loads(line) for line in open(tmp_path / "logs" / "bd" / "metrics.jsonl")]
+    assert rows[-1]["ramp/residual_bound"] == pytest.approx(0.04)
+    cfg, enc, _ = load_checkpoint(tmp_path / "ckpt" / "bd" / "bd_final.pth")
+    assert cfg.residual_bound == pytest.approx(0.04) and float(enc.bound) == pytest.approx(0.04)
+    with torch.no_grad():
+        r = enc(torch.randint(0, 2, (2, 100)).float(), torch.rand(2, 3, 32, 32))
+        assert r.abs().max() <= 0.04 + 1e-7
+        enc.bound.fill_(1e6)                     # a huge bound is the identity: the raw residual is larger
+        assert enc(torch.randint(0, 2, (2, 100)).float(), torch.rand(2, 3, 32, 32)).abs().max() > 0.04
+    pytest.importorskip("onnxruntime")            # the ONNX export holds the bound too
+    import export_onnx
+    import onnxruntime as ort
+    assert export_onnx.main(export_onnx.get_parser().parse_args(
+        [str(tmp_path / "ckpt" / "bd" / "bd_final.pth"), "--out_dir", str(tmp_path / "onnx")])) == 0
+    s, x = torch.randint(0, 2, (2, 100)).float(), torch.rand(2, 3, 32, 32)
+    got = ort.InferenceSession(str(tmp_path / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"secret": s.numpy(), "image": x.numpy()})[0]
+    with torch.no_grad():
+        enc.bound.fill_(0.04)
+        assert np.abs(got - enc(s, x).numpy()).max() < 1e-5 and np.abs(got).max() <= 0.04 + 1e-6
+    # exact resume across the anneal: 2 + 2 steps == 4 steps
+    run(tmp_path, "whole", "--num_steps", "4", *flags)
+    run(tmp_path, "part", "--num_steps", "2", *flags)
+    run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
+        str(tmp_path / "ckpt" / "part" / "part_final.pth"))
+    a = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth")
+    b = _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match="needs 0 < B <= --residual_bound_start"):
+        run(tmp_path, "bad", "--num_steps", "1", "--residual_bound", "0.6")
