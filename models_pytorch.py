@@ -199,8 +199,8 @@ class StegaStampEncoder(nn.Module):
         """A copy that computes the same function, with the 6 input channels (secret + image) padded by zero
         channels to a multiple of `multiple`, and zero weights for them in the two convolutions that read them (conv1:
         6 -> 8 inputs, conv9: 70 -> 72). For export: ONNX Runtime's convolutions are much faster on such channel
-        counts (at 400 px the int8 encoder took ~60 ms instead of ~44 here, fp32 ~115 instead of ~103); the outputs
-        are the same (the int8 model's bit for bit, fp32 within rounding). Its state_dict has the widened shapes."""
+        counts (measured in README_PYTORCH.md, 'ONNX export and inference'); the outputs are the same (the int8
+        model's bit for bit, fp32 within rounding). Its state_dict has the widened shapes."""
         aligned = copy.deepcopy(self)
         extra = -6 % multiple
         if extra:

@@ -45,6 +45,17 @@ def _weights(path):
     return {f"{part}.{k}": v for part in ("encoder", "decoder", "discriminator") for k, v in ckpt[part].items()}
 
 
+def assert_resume_is_exact(tmp_path, flags):
+    """4 steps in one run == 2 steps, then resumed to 4 (flags end with --init_from CKPT, which a resume drops)."""
+    run(tmp_path, "whole", "--num_steps", "4", *flags)
+    run(tmp_path, "part", "--num_steps", "2", *flags)
+    run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
+        str(tmp_path / "ckpt" / "part" / "part_final.pth"))
+    a = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth")
+    b = _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_is_exact(tmp_path):
     run(tmp_path, "full", "--num_steps", "4", "--last_every", "2")
     run(tmp_path, "half", "--num_steps", "2", "--ckpt_every", "2")
@@ -360,14 +371,7 @@ def test_freeze_encoder_trains_the_decoder_for_a_scaled_residual(tmp_path, capsy
     assert release_checkpoint.main(release_checkpoint.get_parser().parse_args(
         [str(tmp_path / "ckpt" / "fz" / "fz_final.pth"), str(rel)])) == 0
     assert read_checkpoint(rel)["residual_scale"] == 0.75 and load_checkpoint(rel)[0].height == 32
-    # exact resume across the ramp: 2 + 2 steps == 4 steps
-    run(tmp_path, "whole", "--num_steps", "4", *flags)
-    run(tmp_path, "part", "--num_steps", "2", *flags)
-    run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
-        str(tmp_path / "ckpt" / "part" / "part_final.pth"))
-    a = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth")
-    b = _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(tmp_path, flags)   # across the ramp
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -408,13 +412,6 @@ def test_residual_bound_anneals_and_travels_in_the_checkpoint(tmp_path):
     with torch.no_grad():
         enc.bound.fill_(0.04)
         assert np.abs(got - enc(s, x).numpy()).max() < 1e-5 and np.abs(got).max() <= 0.04 + 1e-6
-    # exact resume across the anneal: 2 + 2 steps == 4 steps
-    run(tmp_path, "whole", "--num_steps", "4", *flags)
-    run(tmp_path, "part", "--num_steps", "2", *flags)
-    run(tmp_path, "part", "--num_steps", "4", *flags[:-2], "--pretrained",
-        str(tmp_path / "ckpt" / "part" / "part_final.pth"))
-    a = _weights(tmp_path / "ckpt" / "whole" / "whole_final.pth")
-    b = _weights(tmp_path / "ckpt" / "part" / "part_final.pth")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(tmp_path, flags)   # across the anneal
     with pytest.raises(SystemExit, match="needs 0 < B <= --residual_bound_start"):
         run(tmp_path, "bad", "--num_steps", "1", "--residual_bound", "0.6")
