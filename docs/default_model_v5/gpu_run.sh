@@ -6,10 +6,14 @@
 #   .gpu/photos_hs (carried to the GPU machine) = the photos of data/train_heldout_select taken from .gpu/photos, the
 #   training split re-saved at short side 320 for the session-3 GPU runs:
 #   mkdir -p .gpu/photos_hs && for f in $(ls data/train_heldout_select); do cp .gpu/photos/$f .gpu/photos_hs/; done
-#   bash docs/default_model_v5/gpu_run.sh          (from the repo root; OUT defaults to out/gpu_v5)
+#   The GPU image lacks two of requirements_pytorch.txt's packages, carried unpacked: .gpu/site = the lpips 0.1.4 wheel
+#   (pure Python; the session-3 runs' copy), .gpu/site_bch = the bchlib 2.1.3 cp312 manylinux wheel (pip download
+#   --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 bchlib==2.1.3).
+#   MIN=6.5 bash docs/default_model_v5/gpu_run.sh   (what ran, from the repo root; OUT defaults to out/gpu_v5)
 set -u
 MIN=${MIN:-7.5}; BS=${BS:-32}; WORKERS=${WORKERS:-3}; DATA=${DATA:-.gpu/photos_hs}
 OUT=${OUT:-out/gpu_v5}; mkdir -p "$OUT"; export PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/.gpu/site:$PWD/.gpu/site_bch${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 COMMON="--train_path $DATA --random_crop 0.25 --size 128 --batch_size $BS --num_steps 200000 --time_limit $MIN \
