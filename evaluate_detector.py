@@ -8,7 +8,9 @@ Each scene is a 1920x1080 (--frame) camera view: a photo from --images_dir, enco
 away from the camera by a given angle about a random axis (scenes.py), over another photo of the folder, through
 the camera effects (light, white balance, blur, noise, JPEG). Per (size, tilt): detection rate (a quad whose
 corners lie within 10% of the stamp's size of the truth), corner error (mean corner distance in % of the stamp's
-size, sqrt of its area, over the detected ones), and end-to-end recovery (detect_decode.detect returns the message).
+size, sqrt of its area, over the detected ones), end-to-end recovery (detect_decode.detect returns the message),
+and the recovery from the stamp's true corners (the decoder's limit in that scene), which splits the misses into
+wrong quads (read at the true corners) and stamps the decoder cannot read there at all.
 Then --negatives scenes with no encoded stamp (half empty, half holding a plain printed photo): false detections
 (a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads
 photos (the mask cut at IMAGE_CUTS, or at --cuts; each quad also snapped to the frame's edges unless --no_snap). Then
@@ -114,7 +116,7 @@ def main(args) -> int:
     t_start = time.time()
     for size in args.sizes if args.scenes else []:
         for tilt in args.tilts:
-            found, errors, read = 0, [], 0
+            found, errors, read, at_truth, missed_quad = 0, [], 0, 0, 0
             for _ in range(args.scenes):
                 message = "".join(chr(c) for c in rng.integers(97, 123, 7))
                 stamp = model.encode(stamp_of(pick(), rng), message)[0]
@@ -128,12 +130,19 @@ def main(args) -> int:
                 if errs and min(errs) < 10:
                     found += 1
                     errors.append(min(errs))
-                read += any(d["message"] == message for d in D.detect(model, scene.frame, quads=quads))
+                ok = any(d["message"] == message for d in D.detect(model, scene.frame, quads=quads))
+                # the decoder's limit in this scene: the message read from the stamp's true corners
+                true_ok = (D.read_quad(model, scene.frame, np.asarray(truth, np.float32)) or {}).get("message") == message
+                read += ok
+                at_truth += true_ok
+                missed_quad += (not ok) and true_ok         # a miss that better corners would have read
             n = max(args.scenes, 1)
             cells.append({"size": size, "tilt": tilt, "scenes": args.scenes, "detected": found / n,
-                          "corner_error_pct": float(np.mean(errors)) if errors else None, "recovered": read / n})
+                          "corner_error_pct": float(np.mean(errors)) if errors else None, "recovered": read / n,
+                          "read_at_true_corners": at_truth / n, "missed_for_the_quad": missed_quad / n})
             print(f"size {size:.0%} tilt {tilt:>2.0f}: detected {found}/{n}, corner error "
-                  f"{cells[-1]['corner_error_pct'] or float('nan'):.2f}%, recovered {read}/{n}", flush=True)
+                  f"{cells[-1]['corner_error_pct'] or float('nan'):.2f}%, recovered {read}/{n} "
+                  f"(at the true corners {at_truth}/{n})", flush=True)
     false_quads, false_messages = 0, 0
     for i in range(args.negatives):
         plain = [np.asarray(stamp_of(pick(), rng))] if i % 2 else []
@@ -181,6 +190,19 @@ def write_report(results, args):
         lines.append(f"| {size:.0%} | " + " | ".join(
             f"{c['recovered']:.2f} ({c['detected']:.2f}, " + (f"{c['corner_error_pct']:.1f}%" if c[
                 "corner_error_pct"] is not None else "-") + ")" for c in row) + " |")
+    cells = results["cells"]
+    if cells:
+        total = sum(c["scenes"] for c in cells)
+        count = lambda key: round(sum(c[key] * c["scenes"] for c in cells))
+        read, at_truth, quad = count("recovered"), count("read_at_true_corners"), count("missed_for_the_quad")
+        lines += ["", f"Of the {total} scenes, {read} read end to end and {at_truth} from the stamp's true corners; "
+                      f"of the {total - read} misses, {quad} read at the true corners (the quad was wrong) and "
+                      f"{total - read - quad} did not (the decoder's limit in that scene). Read at the true corners:",
+                  "", "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
+                  "|---|" + "---|" * len(tilts)]
+        for size in args.sizes:
+            lines.append(f"| {size:.0%} | " + " | ".join(f"{c['read_at_true_corners']:.2f}" for c in cells
+                                                         if c["size"] == size) + " |")
     lines += ["", f"Scenes without an encoded stamp: {results['negatives']} ({results['negatives'] // 2} empty, the "
                   f"rest with a plain printed photo): {results['false_detections']} false detections on the empty "
                   f"ones, {results['false_messages']} false messages.", "",

@@ -249,3 +249,31 @@ def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
     truth = D.order_corners(corners)
     err = lambda q: np.linalg.norm(q - truth, axis=1).max() / np.sqrt(D.quad_area(truth))
     assert err(both[0]) < 0.01 and err(both[1]) < 0.01     # on the photo's corners, not on its paper frame (~4% out)
+
+
+def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
+    """evaluate_detector.py's miss breakdown: with a detector that finds nothing, every scene is a miss, and each
+    one that reads at the stamp's true corners is counted as a wrong quad; with a decoder that reads nothing there
+    either, none is. Catches a count of the wrong scenes or a report that adds them up wrongly."""
+    import evaluate_detector as E
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i, name in enumerate(("chelsea.jpg", "chelsea.jpg")):
+        Image.open(os.path.join(ROOT, "examples", name)).rotate(90 * i, expand=True).save(src / f"p{i}.jpg")
+    argv = ["--images_dir", str(src), "--scenes", "2", "--sizes", "0.4", "--tilts", "0", "10", "--negatives", "0",
+            "--frame", "640x360", "--out_dir", str(tmp_path / "out")]
+    monkeypatch.setattr(D, "detect", lambda *a, **k: [])
+    assert E.main(E.get_parser().parse_args(argv)) == 0
+    cells = json.load(open(tmp_path / "out" / "results.json"))["cells"]
+    assert [c["recovered"] for c in cells] == [0.0, 0.0]
+    assert all(c["missed_for_the_quad"] == c["read_at_true_corners"] for c in cells)
+    at_truth = sum(round(c["read_at_true_corners"] * c["scenes"]) for c in cells)
+    assert at_truth >= 3                                  # large, clean, barely tilted stamps read at their corners
+    report = open(tmp_path / "out" / "results.md").read()
+    assert f"of the 4 misses, {at_truth} read at the true corners" in report
+    monkeypatch.setattr(D, "read_quad", lambda *a, **k: None)
+    assert E.main(E.get_parser().parse_args(argv)) == 0
+    cells = json.load(open(tmp_path / "out" / "results.json"))["cells"]
+    assert all(c["missed_for_the_quad"] == 0 and c["read_at_true_corners"] == 0 for c in cells)
+    assert "of the 4 misses, 0 read at the true corners (the quad was wrong) and 4 did not" in \
+        open(tmp_path / "out" / "results.md").read()
