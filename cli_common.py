@@ -48,15 +48,24 @@ def add_encode_arguments(parser, inputs=True):
                              "input's full resolution)")
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
+def int_at_least(text, minimum):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {minimum}")
     return value
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return int_at_least(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return int_at_least(text, 0)
 
 
 def strength_arg(text):

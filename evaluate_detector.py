@@ -13,7 +13,8 @@ and the recovery from the stamp's true corners (the decoder's limit in that scen
 wrong quads (read at the true corners) and stamps the decoder cannot read there at all.
 Then --negatives scenes with no encoded stamp (half empty, half holding a plain printed photo): false detections
 (a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads
-photos (the mask cut at IMAGE_CUTS, or at --cuts; each quad also snapped to the frame's edges unless --no_snap). Then
+photos (the mask cut at IMAGE_CUTS, or at --cuts; each quad also snapped to the frame's edges unless --no_snap; up
+to --refine regions that do not read searched around for a quad that does). Then
 the speed of detect() at 720p and 1080p, as video reads frames and as photos are read, and
 the share of detection, rectification and decoding. Writes results.md and results.json (and plot_recovery.png
 with matplotlib) to --out_dir.
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 import detect_decode as D
+from cli_common import non_negative_int
 from image_io import ImageLoadError, list_images, load_image
 from inference import ModelLoadError, load_model
 from scenes import make_scene, polygon_area
@@ -64,12 +66,12 @@ def stamp_of(photo, rng, long_side=400):
     return photo.crop(box).resize(size, Image.BICUBIC)
 
 
-def timed_detect(model, rgb, detector, min_area, cuts, snap):
+def timed_detect(model, rgb, detector, min_area, cuts, snap, refine):
     """detect() in its three parts -> ({detect, rectify, decode} seconds, the detections)."""
     t0 = time.perf_counter()
     quads = D.candidate_quads(rgb, detector, min_area, cuts, snap)
     timing = {"detect": time.perf_counter() - t0, "rectify": 0.0, "decode": 0.0}
-    return timing, D.detect(model, rgb, quads=quads, timing=timing)
+    return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine)
 
 
 def get_parser():
@@ -91,6 +93,9 @@ def get_parser():
                         "cuts for photos; video's are %s)" % (D.VIDEO_CUTS,))
     p.add_argument("--no_snap", action="store_true",
                    help="accuracy table without the quads snapped to the frame's edges (as video reads frames)")
+    p.add_argument("--refine", type=non_negative_int, default=D.IMAGE_REFINE,
+                   help="regions searched around for a quad that reads when none of theirs does, as detect_decode.py "
+                        "reads photos (0: off, as video)")
     p.add_argument("--max_photos", type=int, default=200, help="photos read from --images_dir")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and messages")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json, plot_recovery.png here")
@@ -130,7 +135,7 @@ def main(args) -> int:
                 if errs and min(errs) < 10:
                     found += 1
                     errors.append(min(errs))
-                ok = any(d["message"] == message for d in D.detect(model, scene.frame, quads=quads))
+                ok = any(d["message"] == message for d in D.detect(model, scene.frame, quads=quads, refine=args.refine))
                 # the decoder's limit in this scene: the message read from the stamp's true corners
                 true_ok = (D.read_quad(model, scene.frame, np.asarray(truth, np.float32)) or {}).get("message") == message
                 read += ok
@@ -149,17 +154,18 @@ def main(args) -> int:
         scene = make_scene(rng, np.asarray(pick()), plain, (W, H), area=(0.05, 0.4), occlude_prob=0)
         quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap)
         false_quads += not plain and bool(quads)
-        false_messages += len(D.detect(model, scene.frame, quads=quads))
+        false_messages += len(D.detect(model, scene.frame, quads=quads, refine=args.refine))
     print(f"{args.negatives} scenes without a stamp: {false_quads} false detections on the "
           f"{args.negatives // 2} empty ones, {false_messages} false messages")
     speed = {}
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
         stamp = model.encode(stamp_of(photos[0], rng), "Hello")[0]
         frame = make_scene(rng, np.asarray(photos[1]), [np.asarray(stamp)], size, area=0.2, tilt=15).frame
-        for setting, cuts, snap in (("video", D.VIDEO_CUTS, False), ("photo", D.IMAGE_CUTS, True)):
-            _, found = timed_detect(model, frame, detector, args.min_area, cuts, snap)           # warm-up
+        for setting, cuts, snap, refine in (("video", D.VIDEO_CUTS, False, 0),
+                                            ("photo", D.IMAGE_CUTS, True, D.IMAGE_REFINE)):
+            _, found = timed_detect(model, frame, detector, args.min_area, cuts, snap, refine)   # warm-up
             read = any(d["message"] == "Hello" for d in found)
-            runs = [timed_detect(model, frame, detector, args.min_area, cuts, snap)[0] for _ in range(10)]
+            runs = [timed_detect(model, frame, detector, args.min_area, cuts, snap, refine)[0] for _ in range(10)]
             med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
             total = sum(med.values())
             key = f"{label}, {setting} cuts"
@@ -181,7 +187,7 @@ def write_report(results, args):
     rel = lambda p: os.path.relpath(p) if os.path.isabs(p) and not os.path.relpath(p).startswith("..") else p
     lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
              f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}; quads snapped to edges: "
-             f"{'no' if args.no_snap else 'yes'}", "",
+             f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}", "",
              "End-to-end recovery (detection rate, corner error in % of the stamp's size)", "",
              "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
              "|---|" + "---|" * len(tilts)]
@@ -207,7 +213,7 @@ def write_report(results, args):
                   f"rest with a plain printed photo): {results['false_detections']} false detections on the empty "
                   f"ones, {results['false_messages']} false messages.", "",
               f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
-              f"cuts {D.IMAGE_CUTS} and snapped quads):", "",
+              f"cuts {D.IMAGE_CUTS}, snapped quads, up to {D.IMAGE_REFINE} regions searched around):", "",
               "| frame | fps | detect ms | rectify ms | decode ms | stamp read |", "|---|---|---|---|---|---|"]
     for label, s in results["speed"].items():
         lines.append(f"| {label} | {s['fps']:.1f} | {s['detect_ms']:.1f} | {s['rectify_ms']:.1f} | "

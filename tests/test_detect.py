@@ -210,6 +210,49 @@ def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
     assert timing["decode"] > 0 and timing["rectify"] > 0
 
 
+def test_nudged_moves_one_corner_or_one_side_outward_or_in():
+    """The search's 24 neighbours: 16 with one corner moved by the step along x or y, 8 with one side moved along its
+    outward normal (both its corners; out grows the quad, in shrinks it) — whatever the quad's winding. Catches a
+    wrong normal (the side moves along itself or inward for 'out') or a move of the wrong size."""
+    quad = np.float32([[100, 100], [300, 120], [280, 300], [90, 280]])
+    for q in (quad, quad[::-1].copy()):                                   # clockwise and counter-clockwise
+        out = D.nudged(q, 5.0)
+        assert len(out) == 24
+        for n in out[:16]:
+            moved = np.abs(n - q).sum(1)
+            assert np.count_nonzero(moved) == 1 and np.isclose(moved.max(), 5.0)
+        for j, n in enumerate(out[16:]):
+            side, sign = j // 2, 1 if j % 2 == 0 else -1
+            moved = np.linalg.norm(n - q, axis=1)
+            assert np.allclose(moved[[side, (side + 1) % 4]], 5.0) and np.count_nonzero(moved > 1e-4) == 2
+            a, b = q[side], q[(side + 1) % 4]
+            cos = np.dot(n[side] - a, b - a) / (np.linalg.norm(n[side] - a) * np.linalg.norm(b - a))
+            assert abs(cos) < 1e-4                                          # across the side, not along it
+            assert np.sign(D.quad_area(n) - D.quad_area(q)) == sign
+
+
+def test_search_reads_a_quad_that_missed_part_of_the_stamp(model, stamp):
+    """A quad whose right side fell 20% short of the stamp (a mask that missed part of it) does not read; the search
+    from it does, closer to the truth than it started; video-like detect (refine=0) decodes it once and stops; a
+    quad under the confidence floor is not searched at all (one decode). Catches a search that is never run, moves the
+    wrong way or stops at the first step, and a floor that does not stop it."""
+    frame, corners = scene(stamp, 0)
+    truth = D.order_corners(corners)
+    size = np.sqrt(D.quad_area(truth))
+    short = truth.copy()
+    short[1] += 0.2 * (truth[0] - truth[1])
+    short[2] += 0.2 * (truth[3] - truth[2])
+    err = lambda q: np.linalg.norm(np.asarray(q) - truth, axis=1).max() / size
+    assert D.read_quad(model, frame, short) is None
+    counting = CountingModel(model)
+    assert D.detect(counting, frame, quads=[short], refine=0) == [] and counting.calls == 1
+    found = D.detect(counting, frame, quads=[short], refine=1)
+    assert [f["message"] for f in found] == ["Hello"] and counting.calls > 2
+    assert err(found[0]["corners"]) < err(short) - 0.05
+    counting.calls = 0
+    assert D.refine_quad(counting, frame, short, min_confidence=1.01) is None and counting.calls == 1
+
+
 def test_snap_to_edges_moves_each_side_onto_the_photo(stamp):
     """A quad off by 1-2% of the stamp's size (its sides in or out, the way a coarse mask errs) is snapped back to the
     photo's own corners, not to the outer edge of its white paper frame (~4% further out) (a wrong normal, offset
