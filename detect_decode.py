@@ -41,7 +41,9 @@ IMAGE_CUTS, VIDEO_CUTS = (0.5, 0.85, 0.3, 0.7, 0.95), (0.5, 0.85)
 # A search starts only from a quad the decoder is already fairly sure of (its best rotation's mean |2p - 1| at least
 # REFINE_FROM): on scenes from training photos, most quads that a search made read started at 0.63 or more, and few
 # quads of unmarked prints and empty scenes reach 0.6, so they cost no search.
-IMAGE_REFINE, REFINE_STEPS, REFINE_FROM = 3, (0.16, 0.08, 0.04, 0.02), 0.6
+# The searches of one frame decode at most REFINE_BUDGET quads in all (4 rotations each; ~2-5 s on 2 CPU cores): on
+# those scenes every search that read took under 240, the longest that failed over 500.
+IMAGE_REFINE, REFINE_STEPS, REFINE_FROM, REFINE_BUDGET = 3, (0.16, 0.08, 0.04, 0.02), 0.6, 240
 
 
 def order_corners(pts):
@@ -349,45 +351,55 @@ def nudged(quad, step):
     return out
 
 
-def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min_confidence=REFINE_FROM):
-    """A quad that does not read -> a detection from a quad near it, or None. Greedy search on the decoder's bit
+def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min_confidence=REFINE_FROM,
+                budget=REFINE_BUDGET):
+    """A quad that does not read -> (a detection from a quad near it or None, quads decoded). Greedy search on the
+    decoder's bit
     confidence: of the quad's 24 neighbours (`nudged`, moves of `step` x the stamp's size), go to the most confident
     while it gains, up to `rounds` times per step, steps coarse to fine; stop as soon as any neighbour reads. Meant
     for a mask that missed a corner or a side of the stamp (a blue sky taken for background): the decoder reads a
     quad within ~3-4% of the stamp's size, the mask's quad is then 5-40% off at one or two corners. At most
-    1 + 24 x rounds x len(steps) quads are decoded (4 rotations each); none after the first if its confidence is
-    under `min_confidence`. BCH still verifies every message."""
+    1 + 24 x rounds x len(steps) quads are decoded (4 rotations each), and no round that would pass `budget`; none
+    after the first if its confidence is under `min_confidence`. BCH still verifies every message."""
     size = np.sqrt(quad_area(quad))
     found, confidence = read_quads(model, rgb, [quad], timing)[0]
+    used = 1
     if found is not None or confidence < min_confidence:
-        return found
+        return found, used
     for step in steps:
         for _ in range(rounds):
             neighbours = nudged(quad, step * size)
+            if used + len(neighbours) > budget:
+                return None, used
             scored = read_quads(model, rgb, neighbours, timing)
+            used += len(neighbours)
             found = next((d for d, _ in scored if d is not None), None)
             if found is not None:
-                return found
+                return found, used
             best = int(np.argmax([c for _, c in scored]))
             if scored[best][1] <= confidence:
                 break                                          # no neighbour is surer: a finer step
             quad, confidence = neighbours[best], scored[best][1]
-    return None
+    return None, used
 
 
 def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True, refine=0):
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode. Where none
-    reads, the first `refine` such regions are searched around (refine_quad, from each of their first two quads).
-    `quads` (from candidate_quads) may be given when the caller already has them."""
+    reads, the first `refine` such regions are searched around (refine_quad, from each of their first two quads,
+    REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given when the caller already
+    has them."""
     quads = candidate_quads(rgb, detector, min_area, cuts, snap) if quads is None else quads
-    found, refined = [], 0
+    found, refined, budget = [], 0, REFINE_BUDGET
     for group in regions(quads):
         d = next((d for d in (read_quad(model, rgb, quad, timing) for quad in group) if d is not None), None)
         if d is None and refined < refine:
             refined += 1
-            d = next((d for d in (refine_quad(model, rgb, quad, timing) for quad in group[:2]) if d is not None),
-                     None)
+            for quad in group[:2]:
+                d, used = refine_quad(model, rgb, quad, timing, budget=budget)
+                budget -= used
+                if d is not None or budget <= 0:
+                    break
         if d is not None and all(d["message"] != f["message"] for f in found):
             found.append(d)
     return found
@@ -461,8 +473,8 @@ def get_parser():
     p.add_argument("--json", action="store_true", help="print one JSON list of {file, frame, detections} at the end")
     p.add_argument("--min_area", type=float, default=0.01, help="smallest stamp, as a fraction of the frame area")
     p.add_argument("--refine", type=non_negative_int, default=IMAGE_REFINE,
-                   help="photos: regions searched around for a quad that reads when none of theirs does (0: off; "
-                        "up to a few seconds each on a CPU); video never searches")
+                   help="photos: regions searched around for a quad that reads when none of theirs does (0: off; at "
+                        f"most {REFINE_BUDGET} quads a frame, a few seconds on a CPU); video never searches")
     p.add_argument("--window", type=positive_int, default=5, help="video: frames a message is confirmed over")
     p.add_argument("--confirm", type=positive_int, default=2, help="video: reads needed within --window frames")
     p.add_argument("--overwrite", action="store_true", help="replace existing annotated outputs")

@@ -250,7 +250,8 @@ def test_search_reads_a_quad_that_missed_part_of_the_stamp(model, stamp):
     assert [f["message"] for f in found] == ["Hello"] and counting.calls > 2
     assert err(found[0]["corners"]) < err(short) - 0.05
     counting.calls = 0
-    assert D.refine_quad(counting, frame, short, min_confidence=1.01) is None and counting.calls == 1
+    assert D.refine_quad(counting, frame, short, min_confidence=1.01) == (None, 1) and counting.calls == 1
+    assert D.refine_quad(counting, frame, short, budget=24) == (None, 1)        # no round fits beside the first decode
 
 
 def test_snap_to_edges_moves_each_side_onto_the_photo(stamp):
