@@ -352,7 +352,7 @@ def nudged(quad, step):
 
 
 def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min_confidence=REFINE_FROM,
-                budget=REFINE_BUDGET):
+                budget=REFINE_BUDGET, confidence=None):
     """A quad that does not read -> (a detection from a quad near it or None, quads decoded). Greedy search on the
     decoder's bit
     confidence: of the quad's 24 neighbours (`nudged`, moves of `step` x the stamp's size), go to the most confident
@@ -360,10 +360,12 @@ def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min
     for a mask that missed a corner or a side of the stamp (a blue sky taken for background): the decoder reads a
     quad within ~3-4% of the stamp's size, the mask's quad is then 5-40% off at one or two corners. At most
     1 + 24 x rounds x len(steps) quads are decoded (4 rotations each), and no round that would pass `budget`; none
-    after the first if its confidence is under `min_confidence`. BCH still verifies every message."""
+    after the first if its confidence is under `min_confidence`. `confidence`: the quad's, when the caller has
+    decoded it already and it did not read (then it is not decoded again). BCH still verifies every message."""
     size = np.sqrt(quad_area(quad))
-    found, confidence = read_quads(model, rgb, [quad], timing)[0]
-    used = 1
+    found, used = None, 0
+    if confidence is None:
+        (found, confidence), used = read_quads(model, rgb, [quad], timing)[0], 1
     if found is not None or confidence < min_confidence:
         return found, used
     for step in steps:
@@ -392,11 +394,16 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
     quads = candidate_quads(rgb, detector, min_area, cuts, snap) if quads is None else quads
     found, refined, budget = [], 0, REFINE_BUDGET
     for group in regions(quads):
-        d = next((d for d in (read_quad(model, rgb, quad, timing) for quad in group) if d is not None), None)
+        d, confidences = None, []
+        for quad in group:
+            d, confidence = read_quads(model, rgb, [quad], timing)[0]
+            confidences.append(confidence)
+            if d is not None:
+                break
         if d is None and refined < refine:
             refined += 1
-            for quad in group[:2]:
-                d, used = refine_quad(model, rgb, quad, timing, budget=budget)
+            for quad, confidence in zip(group[:2], confidences):
+                d, used = refine_quad(model, rgb, quad, timing, budget=budget, confidence=confidence)
                 budget -= used
                 if d is not None or budget <= 0:
                     break

@@ -235,7 +235,7 @@ def test_search_reads_a_quad_that_missed_part_of_the_stamp(model, stamp):
     """A quad whose right side fell 20% short of the stamp (a mask that missed part of it) does not read; the search
     from it does, closer to the truth than it started; video-like detect (refine=0) decodes it once and stops; a
     quad under the confidence floor is not searched at all (one decode). Catches a search that is never run, moves the
-    wrong way or stops at the first step, and a floor that does not stop it."""
+    wrong way or stops at the first step, a floor that does not stop it, and a quad decoded again to check it."""
     frame, corners = scene(stamp, 0)
     truth = D.order_corners(corners)
     size = np.sqrt(D.quad_area(truth))
@@ -248,6 +248,9 @@ def test_search_reads_a_quad_that_missed_part_of_the_stamp(model, stamp):
     assert D.detect(counting, frame, quads=[short], refine=0) == [] and counting.calls == 1
     found = D.detect(counting, frame, quads=[short], refine=1)
     assert [f["message"] for f in found] == ["Hello"] and counting.calls > 2
+    counting.calls = 0
+    elsewhere = np.float32([[5, 5], [60, 5], [60, 60], [5, 60]])              # background: under the floor
+    assert D.detect(counting, frame, quads=[elsewhere], refine=1) == [] and counting.calls == 1   # not decoded twice
     assert err(found[0]["corners"]) < err(short) - 0.05
     counting.calls = 0
     assert D.refine_quad(counting, frame, short, min_confidence=1.01) == (None, 1) and counting.calls == 1
