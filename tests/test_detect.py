@@ -324,3 +324,51 @@ def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
     assert all(c["missed_for_the_quad"] == 0 and c["read_at_true_corners"] == 0 for c in cells)
     assert "of the 4 misses, 0 read at the true corners (the quad was wrong) and 4 did not" in \
         open(tmp_path / "out" / "results.md").read()
+
+
+def test_evaluate_detector_reports_the_corners_it_was_given(tmp_path, monkeypatch):
+    """evaluate_detector.py measures the corner error of the corners a message is reported with (after the search),
+    not only the best candidate's: a reader that returns every stamp's true corners shifted by 5% of its size must
+    come out at 5.0% in each cell and in each scene's record. Catches the error taken from the candidate quads, or
+    from corners in the wrong frame."""
+    import evaluate_detector as E
+    from scenes import polygon_area
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(2):
+        Image.open(os.path.join(ROOT, "examples", "chelsea.jpg")).rotate(90 * i, expand=True).save(src / f"p{i}.jpg")
+    seen = {}
+    real_load, real_scene = E.load_model, E.make_scene
+
+    class Spy:                                          # the encoder, remembering each scene's message
+        def __init__(self, model):
+            self.model = model
+
+        def encode(self, image, message, **kw):
+            seen["message"] = message
+            return self.model.encode(image, message, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+    def scene(*a, **k):
+        s = real_scene(*a, **k)
+        seen["truth"] = np.asarray(s.corners[0], np.float64) if s.corners else None
+        return s
+
+    def reader(model, frame, quads=None, refine=0, **kw):
+        truth = seen["truth"]
+        shift = 0.05 * np.sqrt(polygon_area(truth))     # every corner moves by 5% of the stamp's size
+        return [{"message": seen["message"], "corners": (truth + [shift, 0]).tolist(), "corrected_bits": 0}]
+
+    monkeypatch.setattr(E, "load_model", lambda path: Spy(real_load(path)))
+    monkeypatch.setattr(E, "make_scene", scene)
+    monkeypatch.setattr(D, "detect", reader)
+    argv = ["--images_dir", str(src), "--scenes", "2", "--sizes", "0.3", "--tilts", "0", "20", "--negatives", "0",
+            "--frame", "480x270", "--out_dir", str(tmp_path / "out")]
+    assert E.main(E.get_parser().parse_args(argv)) == 0
+    results = json.load(open(tmp_path / "out" / "results.json"))
+    assert [c["recovered"] for c in results["cells"]] == [1.0, 1.0]
+    assert [round(c["reported_corner_error_pct"], 6) for c in results["cells"]] == [5.0, 5.0]
+    assert len(results["scenes"]) == 4 and all(round(s["reported_error_pct"], 6) == 5.0 for s in results["scenes"])
+    assert "| 30% | 5.0% | 5.0% |" in open(tmp_path / "out" / "results.md").read()
