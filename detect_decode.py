@@ -259,9 +259,10 @@ def rectify(rgb, quad, size):
 
 
 def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True):
-    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each followed by
-    its copy snapped to the frame's edges where that moved it (snap_to_edges; `snap=False` for video, which has
-    frames to spare and wants the speed), or with None find_quads (edges already), smallest first (of nested
+    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each preceded by
+    its copy snapped to the frame's edges where that moved it (snap_to_edges; tried first because it is the closer
+    of the two, so a stamp is reported with its corners; `snap=False` for video, which has frames to spare and wants
+    the speed), or with None find_quads (edges already), smallest first (of nested
     outlines, a photo and its paper frame, the photo's own corners are tried first)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
@@ -273,7 +274,7 @@ def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=Tru
     out = []
     for quad in quads:
         snapped = snap_to_edges(grey, quad)
-        out += [quad, snapped] if np.abs(snapped - quad).max() > 0.5 else [quad]   # unmoved: not decoded twice
+        out += [snapped, quad] if np.abs(snapped - quad).max() > 0.5 else [quad]   # unmoved: not decoded twice
     return out
 
 

@@ -281,8 +281,8 @@ def test_snap_leaves_a_quad_without_edges_alone():
 
 
 def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
-    """candidate_quads: for photos every mask quad is followed by its snapped copy; video (snap=False) gets the mask's
-    quads alone, for the frame rate."""
+    """candidate_quads: for photos every mask quad is preceded by its snapped copy (the closer one, so that a stamp
+    that reads either way is reported with it); video (snap=False) gets the mask's quads alone, for the frame rate."""
     frame, corners = scene(stamp, 1)
     mask = np.zeros(frame.shape[:2], np.uint8)
     cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
@@ -290,7 +290,8 @@ def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
     plain = D.candidate_quads(frame, detector, snap=False)
     both = D.candidate_quads(frame, detector)
     assert len(plain) >= 1 and len(both) == 2 * len(plain)                # every quad moved, so each has a copy
-    assert all(np.array_equal(a, b) for a, b in zip(plain, both[::2]))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, both[1::2]))
+    assert all(not np.array_equal(a, b) for a, b in zip(plain, both[::2]))    # the snapped copy comes first
     flat = np.full_like(frame, 128)                                        # no edges: no copy, no second decode
     assert len(D.candidate_quads(flat, detector)) == len(D.candidate_quads(flat, detector, snap=False))
     truth = D.order_corners(corners)
