@@ -309,14 +309,14 @@ def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
     for i, name in enumerate(("chelsea.jpg", "chelsea.jpg")):
         Image.open(os.path.join(ROOT, "examples", name)).rotate(90 * i, expand=True).save(src / f"p{i}.jpg")
     argv = ["--images_dir", str(src), "--scenes", "2", "--sizes", "0.4", "--tilts", "0", "10", "--negatives", "0",
-            "--frame", "640x360", "--out_dir", str(tmp_path / "out")]
+            "--frame", "1280x720", "--out_dir", str(tmp_path / "out")]
     monkeypatch.setattr(D, "detect", lambda *a, **k: [])
     assert E.main(E.get_parser().parse_args(argv)) == 0
     cells = json.load(open(tmp_path / "out" / "results.json"))["cells"]
     assert [c["recovered"] for c in cells] == [0.0, 0.0]
     assert all(c["missed_for_the_quad"] == c["read_at_true_corners"] for c in cells)
     at_truth = sum(round(c["read_at_true_corners"] * c["scenes"]) for c in cells)
-    assert at_truth >= 1        # large, barely tilted stamps read at their corners (2 of 4 with session 11's model)
+    assert at_truth >= 3                                  # large, clean, barely tilted stamps read at their corners
     report = open(tmp_path / "out" / "results.md").read()
     assert f"of the 4 misses, {at_truth} read at the true corners" in report
     monkeypatch.setattr(D, "read_quad", lambda *a, **k: None)
