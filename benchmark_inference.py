@@ -7,6 +7,7 @@ resolution end to end (load JPEG, encode, write PNG). Weights are random: speed 
     python benchmark_inference.py                        # 400 and 128 px
     python benchmark_inference.py --sizes 400 --reps 10 --batch 8
     python benchmark_inference.py --sizes 400 --variants onnx onnx_int8 --no_full_res --profile   # + ORT's op times
+    python benchmark_inference.py --sizes 128 --variants eager --no_full_res --optimize 100   # + encode --optimize
 """
 import argparse
 import copy
@@ -130,6 +131,14 @@ def full_resolution(runner, tmp, reps):
     return median_time(run, reps, warmup=1)
 
 
+def optimize_timing(runner, steps, reps):
+    """Seconds to encode a 451x300 photo (examples/chelsea.jpg) plainly and with optimize=steps (medians)."""
+    img = load_image(os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "chelsea.jpg"))
+    plain = median_time(lambda: runner.encode(img, "Hello!"), reps)
+    refined = median_time(lambda: runner.encode(img, "Hello!", optimize=steps), max(1, reps // 3), warmup=1)
+    return plain, refined
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -141,6 +150,8 @@ def get_parser():
     p.add_argument("--variants", nargs="+", default=choices, choices=choices,
                    help="bf16: autocast; bf16_weights: bfloat16 weights + NHWC (the scripts' --bf16)")
     p.add_argument("--no_full_res", action="store_true", help="skip the 12-megapixel end-to-end timing")
+    p.add_argument("--optimize", type=int, default=0, metavar="STEPS",
+                   help="also time the encoders' --optimize STEPS on a 451x300 photo against a plain encode")
     p.add_argument("--profile", action="store_true",
                    help="also print ONNX Runtime's time per op type for each ONNX model (one image)")
     return p
@@ -185,10 +196,15 @@ def main(args):
                       + f" | {100 * fe / t[0] / 1e9 / peak:.0f}% |", flush=True)
             if args.profile:
                 print_profiles(onnx_dir, size, args.threads)
+            from stegastamp_pytorch import StegaStamp
+            from models_pytorch import load_checkpoint
+            pt = StegaStamp(*load_checkpoint(ckpt), torch.device("cpu"))
+            if args.optimize:
+                plain, refined = optimize_timing(pt, args.optimize, args.reps)
+                print(f"encode a 451x300 photo (PyTorch fp32): plain {plain:.3f} s, --optimize {args.optimize} "
+                      f"{refined:.2f} s ({1000 * (refined - plain) / args.optimize:.0f} ms per step, "
+                      f"{refined / plain:.0f}x)")
             if not args.no_full_res:
-                from stegastamp_pytorch import StegaStamp
-                from models_pytorch import load_checkpoint
-                pt = StegaStamp(*load_checkpoint(ckpt), torch.device("cpu"))
                 _, _, ort_runner = onnx_calls(onnx_dir, False)
                 print(f"12-megapixel photo, load + encode + write PNG: PyTorch {full_resolution(pt, tmp, 3):.2f} s, "
                       f"ONNX Runtime {full_resolution(ort_runner, tmp, 3):.2f} s")

@@ -3,6 +3,7 @@
     python encode_image_pytorch.py pretrained/stegastamp_128.pth --image examples/chelsea.jpg --save_dir out --secret Hello
     python encode_image_pytorch.py CKPT --images_dir photos/ --save_dir out --secret abc --strength auto
     python encode_image_pytorch.py CKPT --image photo.jpg --output marked.png --secret Hi
+    python encode_image_pytorch.py CKPT --image photo.jpg --secret Hi --optimize 100   # fainter and more robust
     python encode_image_pytorch.py pretrained/onnx --image photo.jpg --secret Hi     # the ONNX export, no torch needed
     python encode_image_pytorch.py CKPT --image photo.jpg --fit      # the original: centre crop at the model size
 Writes <stem>_hidden.png (the encoded image, at the input's size) and <stem>_residual.png for each input.
@@ -30,6 +31,7 @@ def encode_all(model, args) -> int:
     """The batch loop: check every output path, encode, verify, save, report. -> exit code."""
     secret = RawBits(args.bits) if args.bits else args.secret
     model.secret_bits(secret)                      # a secret that does not fit fails before any work
+    model.check_optimize(args.optimize)            # so does --optimize with a model that cannot follow gradients
     if args.output and not args.image:
         raise SecretError("--output names one file: use it with --image (with --images_dir, use --save_dir)")
     paths, skipped = input_paths(args, OUTPUT_SUFFIXES)
@@ -57,7 +59,7 @@ def encode_all(model, args) -> int:
             if not batch:
                 continue
         results = model.encode_batch([im for _, im in batch], [secret] * len(batch), args.strength, args.fit,
-                                     args.verify)
+                                     args.verify, args.optimize)
         for (path, _), result in zip(batch, results):
             encoded, residual = result
             outs = output_paths(path, args)

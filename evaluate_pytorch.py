@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from cli_common import strength_arg
+from cli_common import non_negative_int, strength_arg
 from image_io import ImageLoadError, check_size, list_images, load_image
 from distortions import DISTORTIONS, jpeg, perspective
 
@@ -61,8 +61,10 @@ def make_lpips():
     return f
 
 
-def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quality=True, lpips_fn=None, tta=True):
-    """Encode `messages` seeded secrets into each (name, PIL) photo, distort, decode.
+def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quality=True, lpips_fn=None, tta=True,
+             optimize=0):
+    """Encode `messages` seeded secrets into each (name, PIL) photo (optimize: the encoders' --optimize steps),
+    distort, decode.
 
     distortions: {name: f(img, rng)}. Returns a dict: per-distortion bit_acc / exact / false_pos, the mean
     image-quality metrics over all encoded photos (quality=False skips SSIM and LPIPS; PSNR is always measured), and
@@ -83,7 +85,7 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
             stats[d]["false_pos"] += r.ok
         for _ in range(messages):
             secret = "".join(rng_secret.choice(alphabet, 7))
-            result = model.encode(img, secret, strength=strength)
+            result = model.encode(img, secret, strength=strength, optimize=optimize)
             encoded = result[0]
             strengths.append(getattr(result, "strength", strength))
             q["psnr"].append(psnr(encoded, img))
@@ -104,7 +106,7 @@ def evaluate(model, photos, distortions, messages=3, strength=1.0, seed=0, quali
                 stats[d]["n"] += 1
                 mine["exact"].append(ok)
     return {
-        "photos": len(photos), "messages": messages, "strength": strength, "tta": tta,
+        "photos": len(photos), "messages": messages, "strength": strength, "tta": tta, "optimize": optimize,
         "strength_mean": float(np.mean(strengths)), "strength_max": float(np.max(strengths)),
         "quality": {k: (float(np.mean(v)) if v else None) for k, v in q.items()},
         "psnr_min": float(np.min(q["psnr"])),
@@ -125,6 +127,7 @@ def markdown(res, title):
             if res["strength"] == "auto" else "")
     setting = f", centre crops {res['crop']}x{res['crop']}" if res.get("crop") else ""
     setting += ", whole images only (--no_tta)" if res.get("tta") is False else ""
+    setting += f", --optimize {res['optimize']}" if res.get("optimize") else ""
     lines = [f"{title}: {res['photos']} photos x {res['messages']} messages, strength {res['strength']}{auto}{setting}",
              "", f"PSNR {q['psnr']:.2f} dB (min {res['psnr_min']:.2f}) | SSIM {fmt(q['ssim'], '.4f')} | "
                  f"LPIPS {fmt(q['lpips'], '.4f')} | false positives {fp}/{n_unmarked}", "",
@@ -144,7 +147,8 @@ def markdown(res, title):
 def sweeps(model, photos, args):
     """Recovery vs JPEG quality, vs perspective strength, and PSNR/recovery vs --strength (same seeds as the table)."""
     run = lambda dist, strength=args.strength: evaluate(model, photos, dist, args.messages, strength, args.seed,
-                                                        quality=False, tta=not args.no_tta)
+                                                        quality=False, tta=not args.no_tta,
+                                                        optimize=args.optimize)
     out = {"jpeg": run({q: jpeg(q) for q in JPEG_SWEEP}),
            "perspective": run({f: perspective(f) for f in PERSPECTIVE_SWEEP}),
            "strength": {s: run({"clean": DISTORTIONS["clean"], "jpeg50": jpeg(50)}, s) for s in STRENGTH_SWEEP}}
@@ -207,6 +211,9 @@ def get_parser():
     p.add_argument("--messages", type=int, default=3, help="random secrets per photo")
     p.add_argument("--strength", type=strength_arg, default=1.0, help="a number, or 'auto' (per image, as the "
                    "encode scripts' --strength auto)")
+    p.add_argument("--optimize", type=non_negative_int, default=0, metavar="STEPS",
+                   help="refine each residual for STEPS steps against the decoder (as the encode scripts' "
+                        "--optimize; PyTorch checkpoints only)")
     p.add_argument("--crop", type=int, default=None, metavar="N",
                    help="evaluate on N x N centre crops of the photos (e.g. 400, the original's size) instead of "
                         "the full photos (photos smaller than N are used whole)")
@@ -252,6 +259,7 @@ def main(args) -> int:
     from inference import ModelLoadError, load_model
     try:
         model = load_model(args.model, args.device, args.bf16)   # a .pth, or an ONNX folder (--onnx optional)
+        model.check_optimize(args.optimize)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -265,7 +273,7 @@ def main(args) -> int:
         return 2
     lpips_fn = None if args.no_lpips else make_lpips()
     res = evaluate(model, photos, {d: DISTORTIONS[d] for d in args.distortions}, args.messages, args.strength,
-                   args.seed, lpips_fn=lpips_fn, tta=not args.no_tta)
+                   args.seed, lpips_fn=lpips_fn, tta=not args.no_tta, optimize=args.optimize)
     res["crop"] = args.crop
     title = f"{os.path.basename(os.path.normpath(args.model))} on {args.builtin or args.images_dir}"
     table = markdown(res, title)

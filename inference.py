@@ -91,6 +91,19 @@ AUTO_CHECKS = ("clean", "jpeg50", "persp5%", "print_photo")
 AUTO_MARGIN = 2          # a copy counts as read only with at most t - AUTO_MARGIN corrected bit errors (3 of 5)
 AUTO_SIM_SIDE = 512      # copies are simulated at this long side: the decoder sees 128 px anyway
 
+# --optimize N (our addition; PyTorch models only): after the encoder, each image's residual is refined for N Adam
+# steps against the model's own decoder, which reads OPT_VIEWS random camera-like copies of the encoded image per step
+# (utils_pytorch.random_views: corners moved by up to OPT_PERSP of the size, then the training noise layer at full
+# strength with JPEG down to quality 50). The loss asks every bit of every view for a logit margin of OPT_MARGIN and
+# costs the residual's energy (relative to the encoder's, weight OPT_ENERGY): the residual shrinks wherever the
+# message is read with margin to spare and grows where a view fails. Constants chosen on training photos
+# (data/select); README "Encode-time optimisation" has the measurements.
+OPT_VIEWS = 8
+OPT_PERSP = 0.1
+OPT_MARGIN = 2.0
+OPT_ENERGY = 1.0
+OPT_LR = 2e-3
+
 # Decoding views (our addition; decode_batch(..., tta=False) and the scripts' --no_tta read the whole image only, as
 # the original): when the whole image gives no BCH-verified message, it is read again cropped by 5% of each side,
 # padded by 3% (its edge pixels repeated), cropped by 10% and padded by 6%, and the first view that reads wins. A
@@ -164,7 +177,17 @@ class StegaStampRunner(ABC):
             return add_residual_full_res(cover, r * strength)                        # (H, W) full resolution
         return array_to_image(x + r * strength), array_to_image(r * strength + 0.5)   # grey = no change
 
-    def encode_batch(self, images, secrets, strength=1.0, fit=False, verify=False):
+    def optimize_residual(self, cover, x, r, bits, steps, seed=0) -> np.ndarray:
+        """--optimize: refine a residual through the decoder's gradients (StegaStamp: PyTorch models only)."""
+        raise ModelLoadError("--optimize needs a PyTorch checkpoint (.pth): it follows the decoder's gradients, "
+                             "which ONNX Runtime does not compute")
+
+    def check_optimize(self, optimize):
+        """Raise ModelLoadError now (before any work) when this model cannot run optimize > 0 steps."""
+        if optimize and type(self).optimize_residual is StegaStampRunner.optimize_residual:
+            self.optimize_residual(None, None, None, None, optimize)
+
+    def encode_batch(self, images, secrets, strength=1.0, fit=False, verify=False, optimize=0):
         """Lists of PIL images and texts -> list of Encoded (encoded PIL, residual PIL; .strength, .verified), each
         at the cover's size. The residual image is strength * residual + 0.5 (grey = no change), like the
         original's residual PNG.
@@ -172,11 +195,15 @@ class StegaStampRunner(ABC):
         strength='auto': per image, the lowest of AUTO_STRENGTHS at which the message reads back (with a BCH margin)
         from the encoded image and from simulated copies of it (AUTO_CHECKS: JPEG 50, 5% perspective, the
         print-and-photograph simulation); the highest when none passes (.verified False). verify=True decodes the
-        encoded image once and sets .verified."""
+        encoded image once and sets .verified. optimize=N: refine each residual for N steps first (OPT_* above;
+        PyTorch models only); the strength then scales the refined residual."""
         bits = np.stack([self.secret_bits(s) for s in secrets])                      # (B, L); raises on long text
         covers = [fit_image(im, self.size) if fit else im for im in images]
         x = np.stack([self.model_input(c) for c in covers])                          # (B, h, w, 3)
+        self.check_optimize(optimize)
         r = self.run_encoder(bits, x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)   # (B, h, w, 3), unbounded
+        if optimize:
+            r = np.stack([self.optimize_residual(c, xi, ri, b, optimize) for c, xi, ri, b in zip(covers, x, r, bits)])
         if strength == "auto":
             return [self._encode_auto(c, xi, ri, s) for c, xi, ri, s in zip(covers, x, r, secrets)]
         out = [Encoded(*self._compose(c, xi, ri, float(strength)), strength) for c, xi, ri in zip(covers, x, r)]
@@ -210,10 +237,11 @@ class StegaStampRunner(ABC):
                 return Encoded(*self._compose(cover, x, r, strength), strength, True)
         return Encoded(*self._compose(cover, x, r, strength), strength, False)
 
-    def encode(self, image: Image.Image, secret: str, strength=1.0, fit: bool = False, verify: bool = False):
+    def encode(self, image: Image.Image, secret: str, strength=1.0, fit: bool = False, verify: bool = False,
+               optimize: int = 0):
         """One PIL image + text -> Encoded (encoded PIL, residual PIL; .strength, .verified). strength: a number
-        or 'auto' (see encode_batch)."""
-        return self.encode_batch([image], [secret], strength, fit, verify)[0]
+        or 'auto'; optimize: refinement steps (see encode_batch)."""
+        return self.encode_batch([image], [secret], strength, fit, verify, optimize)[0]
 
     def decode_logits(self, images) -> np.ndarray:
         """List of PIL images (any sizes) -> decoder logits (B, L) float64, in one network call; bits = logits > 0."""

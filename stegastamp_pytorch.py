@@ -13,9 +13,11 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from inference import ModelLoadError, StegaStampRunner
+from inference import ModelLoadError, StegaStampRunner, sim_size
 from models_pytorch import load_checkpoint
+from utils_pytorch import AugmentConfig, random_views
 
 
 def cpu_has_bf16() -> bool:
@@ -37,8 +39,8 @@ class StegaStamp(StegaStampRunner):
         # weights on every call. Outputs stay float32.
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self.memory_format = torch.channels_last if bf16 else torch.contiguous_format
-        self.encoder = encoder.to(self.dtype, memory_format=self.memory_format)
-        self.decoder = decoder.to(self.dtype, memory_format=self.memory_format)
+        self.encoder = encoder.to(self.dtype, memory_format=self.memory_format).requires_grad_(False)
+        self.decoder = decoder.to(self.dtype, memory_format=self.memory_format).requires_grad_(False)
 
     @classmethod
     def load(cls, path, device=None, bf16=False) -> "StegaStamp":
@@ -70,3 +72,33 @@ class StegaStamp(StegaStampRunner):
     def run_decoder(self, images):
         """images (B, 3, h, w) in [0,1] (numpy) -> logits (B, L) numpy."""
         return self.decoder(self._tensor(images)).float().cpu().numpy()
+
+    def optimize_residual(self, cover, x, r, bits, steps, seed=0):
+        """--optimize (see inference.OPT_*): refine one image's residual r (h, w, 3) for `steps` Adam steps against
+        this model's own decoder, reading random camera-like views of the encoded image. x: the cover at the model
+        size (h, w, 3); cover: the PIL cover, whose size sets the resampling the decode path applies to the
+        residual (upsampled onto the cover, read back resized to the model size). -> the new residual (h, w, 3)."""
+        from inference import OPT_ENERGY, OPT_LR, OPT_MARGIN, OPT_PERSP, OPT_VIEWS
+        h, w = self.size
+        W, H = sim_size(cover).size
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)).to(self.device)
+        sign = torch.from_numpy(np.asarray(bits, np.float32)).to(self.device)[None] * 2 - 1       # (1, L): +-1
+        res = torch.from_numpy(np.ascontiguousarray(r.transpose(2, 0, 1)[None], np.float32)).to(self.device)
+        res.requires_grad_(True)
+        energy0 = float((res.detach() ** 2).mean()) + 1e-12
+        opt = torch.optim.Adam([res], lr=OPT_LR)
+        gen = torch.Generator(self.device).manual_seed(seed)
+        cpu_gen = gen if self.device.type == "cpu" else torch.Generator().manual_seed(seed)
+        aug = AugmentConfig(jpeg_quality=50)
+        with torch.enable_grad():
+            for _ in range(steps):
+                up = F.interpolate(res, size=(H, W), mode="bilinear", align_corners=False)     # onto the cover
+                back = F.interpolate(up, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+                views = random_views((xt + back).clamp(0, 1), OPT_VIEWS, OPT_PERSP, aug, gen, cpu_gen)
+                logits = self.decoder(views.to(self.dtype).contiguous(memory_format=self.memory_format)).float()
+                loss = (torch.relu(OPT_MARGIN - sign * logits).mean()                     # every bit, every view
+                        + OPT_ENERGY * (res ** 2).mean() / energy0)                       # PSNR: the residual's energy
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return res.detach()[0].permute(1, 2, 0).cpu().numpy()

@@ -354,6 +354,17 @@ def warp_with_mask(image, transform):
     return out[:, :-1], out[:, -1:]
 
 
+def random_views(image, n, persp, aug: AugmentConfig, generator=None, cpu_generator=None):
+    """n random copies of one image (1, 3, H, W) as a camera might give it back, differentiably: each corner moved by
+    up to persp of the size (white where the warp leaves the frame, as evaluate_pytorch.py's perspective), then
+    transform_net at full strength. -> (n, 3, H, W). The noise of encode-time optimisation (--optimize);
+    cpu_generator draws the warps (homographies are solved on the CPU), generator the rest (on the image's device)."""
+    H, W = image.shape[-2:]
+    M = random_perspective_matrices(n, H, W, (persp * W, persp * H), True, cpu_generator).to(image.device)
+    warped, mask = warp_with_mask(image.expand(n, -1, -1, -1), M[:, 1])
+    return transform_net(warped + (1 - mask), aug, 10 ** 9, generator)
+
+
 #################################################################################
 #                               Loss helpers                                    #
 #################################################################################

@@ -682,3 +682,43 @@ def test_decoding_views_read_what_the_whole_image_misses(tmp_path, capsys):
     assert "'Hello'" in capsys.readouterr().out
     assert decode_all(runner, _cli_args(add_decode_arguments, "--image", tmp_path / "framed.png", "--no_tta")) == 0
     assert "no message found" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from stegastamp_pytorch import StegaStamp
+    return StegaStamp.load(os.path.join(ROOT, "pretrained", "stegastamp_128.pth"), "cpu")
+
+
+def test_optimize_makes_a_fainter_residual_that_still_reads(shipped):
+    """--optimize follows the decoder's gradients: the refined residual is weaker than the encoder's (higher PSNR)
+    and its message reads back clean, after JPEG 50 and after a 5% perspective change; the strength then scales the
+    refined residual, which is the same on every call (seeded views). A wrong sign, a loss on the wrong tensor, a
+    no-op or an unseeded view fails one of these."""
+    from distortions import DISTORTIONS
+    from evaluate_pytorch import psnr
+    cover = load_image(os.path.join(ROOT, "examples", "chelsea.jpg"))
+    plain = shipped.encode(cover, "Hello")[0]
+    refined = shipped.encode(cover, "Hello", optimize=40)[0]
+    assert psnr(refined, cover) > psnr(plain, cover) + 1.0
+    for d in ("clean", "jpeg50", "persp5%"):
+        copy = DISTORTIONS[d](refined, np.random.default_rng(0))
+        assert shipped.decode(copy, tta=False).message == "Hello", d
+    half = shipped.encode(cover, "Hello", strength=0.5, optimize=40)[0]
+    diff = lambda im: np.abs(np.asarray(im, float) - np.asarray(cover, float)).mean()
+    assert diff(half) == pytest.approx(diff(refined) / 2, rel=0.05)
+
+
+def test_optimize_needs_a_pytorch_model(ckpt, photos, tmp_path, capsys):
+    """An ONNX model cannot follow gradients: --optimize is refused in one line before anything is written."""
+    from onnx_inference import OnnxStegaStamp
+    from inference import ModelLoadError
+    onnx = OnnxStegaStamp(os.path.join(ROOT, "pretrained", "onnx"))
+    with pytest.raises(ModelLoadError, match="--optimize needs a PyTorch checkpoint"):
+        onnx.encode(load_image(photos / "wide.jpg"), "Hi", optimize=3)
+    out = tmp_path / "out"
+    code = cli(encode_image_pytorch, os.path.join(ROOT, "pretrained", "onnx"), "--images_dir", photos,
+               "--save_dir", out, "--secret", "Hi", "--optimize", "3", "--no_progress")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--optimize needs a PyTorch checkpoint" in err[0]
+    assert not out.exists() or not any(out.iterdir())
