@@ -97,6 +97,8 @@ def get_parser():
                    help="regions searched around for a quad that reads when none of theirs does, as detect_decode.py "
                         "reads photos (0: off, as video)")
     p.add_argument("--max_photos", type=int, default=200, help="photos read from --images_dir")
+    p.add_argument("--optimize", type=non_negative_int, default=0, metavar="STEPS",
+                   help="encode the stamps with the encoders' --optimize STEPS (needs a .pth --model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and messages")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json, plot_recovery.png here")
     return p
@@ -110,6 +112,7 @@ def main(args) -> int:
         return 2
     try:
         model = load_model(args.model)
+        model.check_optimize(args.optimize)
         detector = None if args.detector == "classical" else D.Detector(args.detector)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -124,7 +127,7 @@ def main(args) -> int:
             found, errors, reported, read, at_truth, missed_quad = 0, [], [], 0, 0, 0
             for _ in range(args.scenes):
                 message = "".join(chr(c) for c in rng.integers(97, 123, 7))
-                stamp = model.encode(stamp_of(pick(), rng), message)[0]
+                stamp = model.encode(stamp_of(pick(), rng), message, optimize=args.optimize)[0]
                 scene = make_scene(rng, np.asarray(pick()), [np.asarray(stamp)], (W, H), area=size, tilt=tilt,
                                    occlude_prob=0)
                 if not scene.corners:
@@ -196,7 +199,8 @@ def write_report(results, args):
     rel = lambda p: os.path.relpath(p) if os.path.isabs(p) and not os.path.relpath(p).startswith("..") else p
     lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
              f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}; quads snapped to edges: "
-             f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}", "",
+             f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}"
+             + (f"; stamps encoded with --optimize {args.optimize}" if args.optimize else ""), "",
              "End-to-end recovery (detection rate, the best candidate quad's corner error in % of the stamp's size)", "",
              "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
              "|---|" + "---|" * len(tilts)]
