@@ -177,15 +177,13 @@ class StegaStampRunner(ABC):
             return add_residual_full_res(cover, r * strength)                        # (H, W) full resolution
         return array_to_image(x + r * strength), array_to_image(r * strength + 0.5)   # grey = no change
 
-    def optimize_residual(self, cover, x, r, bits, steps, seed=0) -> np.ndarray:
-        """--optimize: refine a residual through the decoder's gradients (StegaStamp: PyTorch models only)."""
-        raise ModelLoadError("--optimize needs a PyTorch checkpoint (.pth): it follows the decoder's gradients, "
-                             "which ONNX Runtime does not compute")
+    can_optimize = False   # StegaStamp (PyTorch) has optimize_residual; ONNX Runtime computes no gradients
 
     def check_optimize(self, optimize):
         """Raise ModelLoadError now (before any work) when this model cannot run optimize > 0 steps."""
-        if optimize and type(self).optimize_residual is StegaStampRunner.optimize_residual:
-            self.optimize_residual(None, None, None, None, optimize)
+        if optimize and not self.can_optimize:
+            raise ModelLoadError("--optimize needs a PyTorch checkpoint (.pth): it follows the decoder's gradients, "
+                                 "which ONNX Runtime does not compute")
 
     def encode_batch(self, images, secrets, strength=1.0, fit=False, verify=False, optimize=0):
         """Lists of PIL images and texts -> list of Encoded (encoded PIL, residual PIL; .strength, .verified), each

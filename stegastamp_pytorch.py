@@ -30,6 +30,7 @@ def cpu_has_bf16() -> bool:
 
 class StegaStamp(StegaStampRunner):
     """A checkpoint's encoder and decoder behind encode(image, secret) / decode(image) (see StegaStampRunner)."""
+    can_optimize = True
 
     def __init__(self, cfg, encoder, decoder, device, bf16=False):
         super().__init__(asdict(cfg))

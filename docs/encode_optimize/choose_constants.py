@@ -1,5 +1,5 @@
 """evaluate_pytorch.py on data/select with the --optimize constants (inference.OPT_*) overridden:
-    python docs/encode_optimize/select.py NAME STEPS OPT_ENERGY=1.0 OPT_PERSP=0.15 ...   -> docs/encode_optimize/select/NAME/
+    python docs/encode_optimize/choose_constants.py NAME STEPS OPT_ENERGY=1.0 OPT_PERSP=0.15 ...   -> docs/encode_optimize/select/NAME/
 """
 import os
 import sys
