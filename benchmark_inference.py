@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark_train import measure_peak_gflops
+from cli_common import non_negative_int
 from image_io import load_image, save_image
 from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, save_checkpoint
 
@@ -150,7 +151,7 @@ def get_parser():
     p.add_argument("--variants", nargs="+", default=choices, choices=choices,
                    help="bf16: autocast; bf16_weights: bfloat16 weights + NHWC (the scripts' --bf16)")
     p.add_argument("--no_full_res", action="store_true", help="skip the 12-megapixel end-to-end timing")
-    p.add_argument("--optimize", type=int, default=0, metavar="STEPS",
+    p.add_argument("--optimize", type=non_negative_int, default=0, metavar="STEPS",
                    help="also time the encoders' --optimize STEPS on a 451x300 photo against a plain encode")
     p.add_argument("--profile", action="store_true",
                    help="also print ONNX Runtime's time per op type for each ONNX model (one image)")

@@ -32,10 +32,15 @@ from inference import ModelLoadError, load_model
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(ROOT, "pretrained", "onnx")
 DEFAULT_DETECTOR = os.path.join(ROOT, "pretrained", "onnx", "detector.onnx")
-# Where the detector's mask is cut, likeliest first. Photos get five cuts (each region's candidates are decoded until
-# one reads: +5 points of recovery on scenes from training photos, but up to 2x the time when nothing reads); video
-# and the camera get the first two, for the frame rate, and have many frames to read a stamp in.
-IMAGE_CUTS, VIDEO_CUTS = (0.5, 0.85, 0.3, 0.7, 0.95), (0.5, 0.85)
+# Where the detector's mask is cut, likeliest first. The first five cuts for photos (each region's candidates are
+# decoded until one reads) gave +5 points of recovery on scenes from training photos over the first two, at up to 2x
+# the time when nothing reads; video and the camera get those two, for the frame rate, and have frames to spare.
+# Photos then cut the mask closed (cv2.MORPH_CLOSE with a square of CLOSE_SIZE x the mask's long side: the holes and
+# notches a dark or busy part of a large stamp leaves in it are filled) at IMAGE_CLOSED. The low cut 0.1 and the
+# closed cuts come last, so they cost time only where the others do not read: on 144 scenes from training photos
+# they read 121 against 118, with no false message on 200 stamp-free scenes, which took 16% longer (README).
+IMAGE_CUTS, VIDEO_CUTS = (0.5, 0.85, 0.3, 0.7, 0.95, 0.1), (0.5, 0.85)
+IMAGE_CLOSED, CLOSE_SIZE = (0.3, 0.1), 0.04
 # Photos: where none of a region's quads reads, the first IMAGE_REFINE such regions are searched around for a quad
 # that does (refine_quad), in moves of these fractions of the stamp's size, coarse to fine. Video does not search.
 # A search starts only from a quad the decoder is already fairly sure of (its best rotation's mean |2p - 1| at least
@@ -206,23 +211,28 @@ class Detector:
         logits = self._run(np.ascontiguousarray(x))[0, 0]
         return 1 / (1 + np.exp(-logits)), (W / w, H / h)
 
-    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS):
+    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=()):
         """The stamps' candidate quadrilaterals in the frame, the likeliest first. The mask is cut at each of
         `cuts`: a stamp is surer than what it touches (a cup, a face), so a higher cut separates regions that
-        a lower one merges, and a lower one keeps a faint stamp whole. Quads found twice are kept once."""
+        a lower one merges, and a lower one keeps a faint stamp whole; then closed and cut at each of `closed`
+        (IMAGE_CLOSED above). Quads found twice are kept once."""
         prob, scale = self.mask(rgb)
-        found = []
-        for quad in mask_quads(prob, scale, min_area * prob.size, cuts):
+        found, min_pixels = [], min_area * prob.size
+        for quad in mask_quads(prob, scale, min_pixels, cuts) + mask_quads(prob, scale, min_pixels, closed, CLOSE_SIZE):
             add_new(found, quad)
         return found
 
 
-def mask_quads(prob, scale, min_pixels, thresholds):
-    """The quads of the regions of a probability map cut at each threshold (frame pixels: `scale` per mask pixel)."""
+def mask_quads(prob, scale, min_pixels, thresholds, close=0.0):
+    """The quads of the regions of a probability map cut at each threshold (frame pixels: `scale` per mask pixel);
+    close > 0: each cut closed first with a square of that share of the map's long side."""
     import cv2
     quads = []
+    k = max(3, int(close * max(prob.shape)) | 1)                               # odd, at least 3 pixels
     for threshold in thresholds:
         binary = (prob > threshold).astype(np.uint8)
+        if close:
+            binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         for c in sorted(contours, key=cv2.contourArea, reverse=True):
             if cv2.contourArea(c) < min_pixels:
@@ -258,15 +268,16 @@ def rectify(rgb, quad, size):
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
 
 
-def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True):
-    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`), each preceded by
+def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED):
+    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`, then closed and cut
+    at `closed`), each preceded by
     its copy snapped to the frame's edges where that moved it (snap_to_edges; tried first because it is the closer
     of the two, so a stamp is reported with its corners; `snap=False` for video, which has frames to spare and wants
     the speed), or with None find_quads (edges already), smallest first (of nested
     outlines, a photo and its paper frame, the photo's own corners are tried first)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
-    quads = detector.quads(rgb, min_area, cuts)
+    quads = detector.quads(rgb, min_area, cuts, closed)
     if not snap or not quads:
         return quads
     import cv2
@@ -386,13 +397,14 @@ def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min
     return None, used
 
 
-def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True, refine=0):
+def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True, refine=0,
+           closed=IMAGE_CLOSED):
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode. Where none
     reads, the first `refine` such regions are searched around (refine_quad, from each of their first two quads,
     REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given when the caller already
     has them."""
-    quads = candidate_quads(rgb, detector, min_area, cuts, snap) if quads is None else quads
+    quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed) if quads is None else quads
     found, refined, budget = [], 0, REFINE_BUDGET
     for group in regions(quads):
         d, confidences = None, []
@@ -514,7 +526,7 @@ def main(args) -> int:
                 rows.append({"file": name, "frame": index, "detections": [], "error": rgb})
                 continue
             found = detect(model, rgb, args.min_area, detector, cuts=VIDEO_CUTS if video else IMAGE_CUTS,
-                           snap=not video, refine=0 if video else args.refine)
+                           snap=not video, refine=0 if video else args.refine, closed=() if video else IMAGE_CLOSED)
             shown = confirmer.update(found) if video else found
             rows.append({"file": name, "frame": index, "detections": shown})
             if not args.json:

@@ -13,8 +13,9 @@ and the recovery from the stamp's true corners (the decoder's limit in that scen
 wrong quads (read at the true corners) and stamps the decoder cannot read there at all.
 Then --negatives scenes with no encoded stamp (half empty, half holding a plain printed photo): false detections
 (a quad on an empty scene) and false messages (any message reported). Scenes are read as detect_decode.py reads
-photos (the mask cut at IMAGE_CUTS, or at --cuts; each quad also snapped to the frame's edges unless --no_snap; up
-to --refine regions that do not read searched around for a quad that does). Then
+photos (the mask cut at IMAGE_CUTS, or at --cuts, then closed and cut at IMAGE_CLOSED, or at --closed_cuts; each
+quad also snapped to the frame's edges unless --no_snap; up to --refine regions that do not read searched around for
+a quad that does). Then
 the speed of detect() at 720p and 1080p, as video reads frames and as photos are read, and
 the share of detection, rectification and decoding. Writes results.md and results.json (and plot_recovery.png
 with matplotlib) to --out_dir.
@@ -66,10 +67,10 @@ def stamp_of(photo, rng, long_side=400):
     return photo.crop(box).resize(size, Image.BICUBIC)
 
 
-def timed_detect(model, rgb, detector, min_area, cuts, snap, refine):
+def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed):
     """detect() in its three parts -> ({detect, rectify, decode} seconds, the detections)."""
     t0 = time.perf_counter()
-    quads = D.candidate_quads(rgb, detector, min_area, cuts, snap)
+    quads = D.candidate_quads(rgb, detector, min_area, cuts, snap, closed)
     timing = {"detect": time.perf_counter() - t0, "rectify": 0.0, "decode": 0.0}
     return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine)
 
@@ -91,6 +92,9 @@ def get_parser():
     p.add_argument("--cuts", type=float, nargs="+", default=list(D.IMAGE_CUTS),
                    help="where the learned detector's mask is cut for the accuracy table (default: detect_decode.py's "
                         "cuts for photos; video's are %s)" % (D.VIDEO_CUTS,))
+    p.add_argument("--closed_cuts", type=float, nargs="*", default=list(D.IMAGE_CLOSED),
+                   help="where the mask is cut again after closing its holes (default: detect_decode.py's for photos; "
+                        "video uses none)")
     p.add_argument("--no_snap", action="store_true",
                    help="accuracy table without the quads snapped to the frame's edges (as video reads frames)")
     p.add_argument("--refine", type=non_negative_int, default=D.IMAGE_REFINE,
@@ -133,7 +137,8 @@ def main(args) -> int:
                 if not scene.corners:
                     continue
                 truth = scene.corners[0]
-                quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap)
+                quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap,
+                                          tuple(args.closed_cuts))
                 errs = [corner_error(q, truth) for q in quads]
                 if errs and min(errs) < 10:
                     found += 1
@@ -163,7 +168,8 @@ def main(args) -> int:
         plain = [np.asarray(stamp_of(pick(), rng))] if i % 2 else []
         scene = make_scene(rng, np.asarray(pick()), plain, (W, H), area=(0.05, 0.4), occlude_prob=0)
         t0 = time.perf_counter()
-        quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap)
+        quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap,
+                                  tuple(args.closed_cuts))
         false_quads += not plain and bool(quads)
         false_messages += len(D.detect(model, scene.frame, quads=quads, refine=args.refine))
         negative_s += (time.perf_counter() - t0) / args.negatives            # finding + reading, per scene
@@ -173,11 +179,11 @@ def main(args) -> int:
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
         stamp = model.encode(stamp_of(photos[0], rng), "Hello")[0]
         frame = make_scene(rng, np.asarray(photos[1]), [np.asarray(stamp)], size, area=0.2, tilt=15).frame
-        for setting, cuts, snap, refine in (("video", D.VIDEO_CUTS, False, 0),
-                                            ("photo", D.IMAGE_CUTS, True, D.IMAGE_REFINE)):
-            _, found = timed_detect(model, frame, detector, args.min_area, cuts, snap, refine)   # warm-up
-            read = any(d["message"] == "Hello" for d in found)
-            runs = [timed_detect(model, frame, detector, args.min_area, cuts, snap, refine)[0] for _ in range(10)]
+        for setting, cuts, snap, refine, closed in (("video", D.VIDEO_CUTS, False, 0, ()),
+                                                    ("photo", D.IMAGE_CUTS, True, D.IMAGE_REFINE, D.IMAGE_CLOSED)):
+            once = lambda: timed_detect(model, frame, detector, args.min_area, cuts, snap, refine, closed)
+            read = any(d["message"] == "Hello" for d in once()[1])                          # (also the warm-up)
+            runs = [once()[0] for _ in range(10)]
             med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
             total = sum(med.values())
             key = f"{label}, {setting} cuts"
@@ -198,7 +204,8 @@ def write_report(results, args):
     tilts = args.tilts
     rel = lambda p: os.path.relpath(p) if os.path.isabs(p) and not os.path.relpath(p).startswith("..") else p
     lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
-             f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}; quads snapped to edges: "
+             f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}, closed "
+             f"{tuple(getattr(args, 'closed_cuts', ()))}; quads snapped to edges: "
              f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}"
              + (f"; stamps encoded with --optimize {args.optimize}" if args.optimize else ""), "",
              "End-to-end recovery (detection rate, the best candidate quad's corner error in % of the stamp's size)", "",
@@ -235,7 +242,7 @@ def write_report(results, args):
                   f"ones, {results['false_messages']} false messages; {results['negative_s_per_scene']:.2f} s per "
                   f"scene to find and read (scene making excluded).", "",
               f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
-              f"cuts {D.IMAGE_CUTS}, snapped quads, up to {D.IMAGE_REFINE} regions searched around):", "",
+              f"cuts {D.IMAGE_CUTS}, closed cuts {D.IMAGE_CLOSED}, snapped quads, up to {D.IMAGE_REFINE} regions searched around):", "",
               "| frame | fps | detect ms | rectify ms | decode ms | stamp read |", "|---|---|---|---|---|---|"]
     for label, s in results["speed"].items():
         lines.append(f"| {label} | {s['fps']:.1f} | {s['detect_ms']:.1f} | {s['rectify_ms']:.1f} | "

@@ -299,6 +299,26 @@ def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
     assert err(both[0]) < 0.01 and err(both[1]) < 0.01     # on the photo's corners, not on its paper frame (~4% out)
 
 
+def test_a_mask_split_by_a_dark_band_is_closed_into_one_quad(model, stamp):
+    """A dark or busy band across a large stamp splits the detector's mask in two; neither half reads. Cut again
+    after closing (closed=..., CLOSE_SIZE), the mask gives one quad on the stamp's corners, which reads."""
+    frame, corners = scene(stamp, 2)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    x = int(corners[:, 0].mean())
+    mask[:, x - 9:x + 9] = 0                               # 18 frame pixels: ~8 of the 384-px mask
+    detector = TrueMask(mask)
+    halves = detector.quads(frame, cuts=(0.5,))
+    assert len(halves) == 2
+    assert D.detect(model, frame, detector=detector, cuts=(0.5,), refine=0, closed=()) == []
+    whole = detector.quads(frame, cuts=(0.5,), closed=(0.5,))
+    assert len(whole) == 3                                  # the two halves, then the closed mask's quad
+    truth = D.order_corners(corners)
+    assert np.linalg.norm(whole[2] - truth, axis=1).max() < 0.02 * np.sqrt(D.quad_area(truth))
+    found = D.detect(model, frame, detector=detector, cuts=(0.5,), closed=(0.5,), refine=0)
+    assert [f["message"] for f in found] == ["Hello"]
+
+
 def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
     """evaluate_detector.py's miss breakdown: with a detector that finds nothing, every scene is a miss, and each
     one that reads at the stamp's true corners is counted as a wrong quad; with a decoder that reads nothing there

@@ -67,6 +67,7 @@ TINY = {"train_pytorch.py": ["--num_steps", "2", "--size", "32", "--batch_size",
                               "--eval_batches", "1", "--log_interval", "1", "--no_progress"],
         "train_detector.py": ["--num_steps", "2", "--size", "64", "--batch_size", "2", "--workers", "0", "--pool", "4",
                               "--log_interval", "1", "--no_progress"],
+        "finetune_encoder.py": ["--num_steps", "2", "--batch_size", "2", "--log_interval", "1", "--no_progress"],
         "evaluate_detector.py": ["--scenes", "1", "--sizes", "0.3", "--tilts", "10", "--negatives", "2",
                                  "--frame", "640x360"]}
 

@@ -709,6 +709,35 @@ def test_optimize_makes_a_fainter_residual_that_still_reads(shipped):
     assert diff(half) == pytest.approx(diff(refined) / 2, rel=0.05)
 
 
+def test_auto_checks_the_refined_residual_against_the_harder_copies(shipped, monkeypatch):
+    """--strength auto with --optimize checks AUTO_CHECKS_OPTIMIZED (10% perspective, brightness x1.3), without it
+    AUTO_CHECKS: the list actually passed to the read-back check, recorded."""
+    import inference as codec_io
+    seen = []
+    monkeypatch.setattr(type(shipped), "_reads_back", lambda self, im, s, checks, seed=0: seen.append(checks) or True)
+    cover = load_image(os.path.join(ROOT, "examples", "chelsea.jpg")).resize((160, 120))
+    assert shipped.encode(cover, "Hi", strength="auto").strength == codec_io.AUTO_STRENGTHS[0]
+    shipped.encode(cover, "Hi", strength="auto", optimize=1)
+    assert seen == [codec_io.AUTO_CHECKS, codec_io.AUTO_CHECKS_OPTIMIZED]
+    assert {"persp10%", "bright1.3"} <= set(codec_io.AUTO_CHECKS_OPTIMIZED) - set(codec_io.AUTO_CHECKS)
+
+
+def test_v7_encoder_is_fainter_with_the_same_decoder(shipped):
+    """pretrained/stegastamp_128_v7.pth (finetune_encoder.py): the shipped decoder bit for bit, an encoder whose
+    residual is weaker on the example photo (its PSNR higher), and the message reads back with either model."""
+    from evaluate_pytorch import psnr
+    from models_pytorch import read_checkpoint
+    from stegastamp_pytorch import StegaStamp
+    path = os.path.join(ROOT, "pretrained", "stegastamp_128_v7.pth")
+    old, new = read_checkpoint(os.path.join(ROOT, "pretrained", "stegastamp_128.pth")), read_checkpoint(path)
+    assert all(torch.equal(old["decoder"][k], v) for k, v in new["decoder"].items())
+    v7 = StegaStamp.load(path, "cpu")
+    cover = load_image(os.path.join(ROOT, "examples", "chelsea.jpg"))
+    encoded = v7.encode(cover, "Hello")[0]
+    assert psnr(encoded, cover) > psnr(shipped.encode(cover, "Hello")[0], cover) + 1.0
+    assert v7.decode(encoded).message == "Hello" and shipped.decode(encoded).message == "Hello"
+
+
 def test_optimize_needs_a_pytorch_model(ckpt, photos, tmp_path, capsys):
     """An ONNX model cannot follow gradients: --optimize is refused in one line before anything is written."""
     from onnx_inference import OnnxStegaStamp

@@ -1,0 +1,193 @@
+"""Fine-tune a trained model's encoder against its own frozen decoder: encode-time optimisation amortised.
+
+    python finetune_encoder.py enc_margin --init_from pretrained/stegastamp_128.pth --train_path data/photos/train \
+        --num_steps 6000 --time_limit 60
+    python finetune_encoder.py enc_margin --pretrained checkpoints/enc_margin/enc_margin_last.pth ...   # resume
+
+Our addition (not in the original). `--optimize` (inference.py) refines each image's residual at encode time
+against the decoder, which makes it ~4 dB fainter and more robust, but needs PyTorch and ~5 s per image. This
+trains the encoder with the same objective, so that its plain one-pass residual (the only one ONNX Runtime, the
+browser and phones can make) moves the same way: per step, random crops of the training photos get random bits,
+the encoder's residual is resampled as the full-resolution encoding resamples it (up by 1, 2 or 4 and back),
+the decoder (weights frozen) reads --views random camera-like copies of each encoded crop
+(utils_pytorch.random_views: corners moved by up to --persp, then the training noise layer at full strength with
+JPEG down to --jpeg_quality), and the loss asks every bit of every copy for a logit margin of --margin, plus
+--energy_weight x the residual's energy relative to the starting encoder's on the same crop and bits (a frozen
+copy of it is kept in the checkpoint, so a resumed run measures against the same reference).
+
+Checkpoints (atomic; primitives and state_dicts only) go to checkpoints/<exp_name>/: <exp>_last.pth every
+--last_every steps (resume with --pretrained: exact, the data and the views are drawn from (seed, step)),
+<exp>_<step>.pth every --ckpt_every, <exp>_final.pth at the end; each loads like any checkpoint
+(release_checkpoint.py, export_onnx.py, the encode/decode/evaluate scripts). Logs: logs/<exp_name>/ (log.txt,
+metrics.jsonl, TensorBoard).
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dataset import ImageFolderDataset
+from models_pytorch import (CheckpointError, StegaStampEncoder, load_checkpoint, load_state, read_checkpoint,
+                            save_checkpoint)
+from train_pytorch import Logger, amp_tools, check_new_run, link_or_save, make_adam
+from utils_pytorch import AugmentConfig, random_views
+
+UPSAMPLE = (1, 2, 4)     # the full-resolution encoding upsamples the residual onto covers 1-4x the model size
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("exp_name", help="run name: logs/<exp_name>, checkpoints/<exp_name>")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--init_from", help="the trained model to start from (.pth); its encoder is also the reference")
+    g.add_argument("--pretrained", help="a checkpoint of this script to resume (weights, optimizer, step)")
+    p.add_argument("--train_path", required=True, help="folder of training photos (never the validation ones)")
+    p.add_argument("--random_crop", type=float, default=0.25, metavar="MIN_SCALE",
+                   help="crop side U(MIN_SCALE, 1) of each photo's, and a flip")
+    p.add_argument("--num_steps", type=int, default=6000)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--views", type=int, default=2, help="camera-like copies the decoder reads per encoded crop")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the encoder")
+    p.add_argument("--margin", type=float, default=2.0, help="logit margin asked of every bit (as OPT_MARGIN)")
+    p.add_argument("--energy_weight", type=float, default=1.0,
+                   help="weight of the residual's energy relative to the starting encoder's (as OPT_ENERGY)")
+    p.add_argument("--persp", type=float, default=0.1, help="corner jitter of the copies (as OPT_PERSP)")
+    p.add_argument("--jpeg_quality", type=int, default=50, help="lowest JPEG quality of the copies")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=("none", "bf16"), default="bf16", help="autocast dtype (bf16 on CPU and CUDA)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--time_limit", type=float, default=None, metavar="MINUTES", help="stop cleanly after this long")
+    p.add_argument("--checkpoints_dir", default="checkpoints")
+    p.add_argument("--logs_dir", default="logs")
+    p.add_argument("--log_interval", type=int, default=50)
+    p.add_argument("--last_every", type=int, default=100, help="overwrite <exp>_last.pth every N steps (resume)")
+    p.add_argument("--ckpt_every", type=int, default=1000, help="keep <exp>_<step>.pth every N steps")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--no_progress", action="store_true", help="no tqdm bar even on a terminal")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of this name")
+    return p
+
+
+def batch(ds, args, step):
+    """The step's crops and bits, drawn from (seed, step): a resumed run sees the same data."""
+    rng = np.random.default_rng([args.seed, step])
+    items = [ds[(int(rng.integers(len(ds))), int(rng.integers(2 ** 31)))] for _ in range(args.batch_size)]
+    return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+
+
+def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, autocast):
+    """One step's forward pass -> (loss, logs, residual, encoded, views). gen (CPU) draws the resampling and the
+    warps, dev_gen (on the images' device) the noise layer."""
+    h, w = image.shape[-2:]
+    aug = AugmentConfig(jpeg_quality=args.jpeg_quality)
+    with autocast():
+        r = encoder(secret, image).float()
+        with torch.no_grad():
+            r0 = reference(secret, image).float()
+        ups = torch.randint(len(UPSAMPLE), (image.shape[0],), generator=gen).tolist()
+        encoded, views = [], []
+        for i, k in enumerate(ups):
+            ri = r[i:i + 1]
+            if UPSAMPLE[k] > 1:                      # onto a larger cover and back, as encode + decode resample
+                up = F.interpolate(ri, scale_factor=UPSAMPLE[k], mode="bilinear", align_corners=False)
+                ri = F.interpolate(up, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+            encoded.append((image[i:i + 1] + ri).clamp(0, 1))
+            views.append(random_views(encoded[-1], args.views, args.persp, aug, dev_gen, gen))
+        views = torch.cat(views)
+        logits = decoder(views).float()
+    bits = secret.repeat_interleave(args.views, 0)
+    msg = torch.relu(args.margin - (bits * 2 - 1) * logits).mean()
+    energy = ((r ** 2).mean((1, 2, 3)) / ((r0 ** 2).mean((1, 2, 3)) + 1e-12)).mean()
+    loss = msg + args.energy_weight * energy
+    logs = {"loss/margin": msg.item(), "loss/energy_ratio": energy.item(),
+            "metric/bit_acc_views": ((logits > 0).float() == bits).float().mean().item(),
+            "metric/psnr_gain_db": -10 * float(np.log10(max(energy.item(), 1e-9)))}
+    return loss, logs, r, torch.cat(encoded), views
+
+
+def main(args) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.pretrained is None:
+        check_new_run(args)
+    try:
+        cfg, encoder, decoder = load_checkpoint(args.pretrained or args.init_from, device)
+        ckpt = read_checkpoint(args.pretrained, device) if args.pretrained else {}
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    reference = copy.deepcopy(encoder)
+    if args.pretrained:
+        if ckpt.get("reference_encoder") is None:
+            print(f"error: {args.pretrained}: not a finetune_encoder.py checkpoint (no reference encoder); start "
+                  f"from it with --init_from", file=sys.stderr)
+            return 2
+        reference = StegaStampEncoder(cfg).to(device)
+        load_state(reference, ckpt["reference_encoder"], "reference_encoder", args.pretrained)
+    reference.eval().requires_grad_(False)
+    decoder.eval().requires_grad_(False)
+    encoder.train()
+    opt = make_adam(encoder.parameters(), args.lr)
+    start = 0
+    if args.pretrained:
+        opt.load_state_dict(ckpt["opt_g"])
+        start = int(ckpt["step"])
+    ds = ImageFolderDataset(args.train_path, (cfg.height, cfg.width), cfg.secret_size, min_scale=args.random_crop)
+    autocast, _ = amp_tools(args.amp, device)
+    ckpt_dir = os.path.join(args.checkpoints_dir, args.exp_name)
+    os.makedirs(ckpt_dir, exist_ok=True)
+    log = Logger(args, True)
+    log.print(f"{args.exp_name}: encoder of {args.pretrained or args.init_from} against its frozen decoder, "
+              f"steps {start}..{args.num_steps}, {len(ds)} photos, device {device}")
+
+    def save(path, step):
+        save_checkpoint(path, cfg, encoder, decoder, opt_g=opt, step=step, train_args=vars(args),
+                        reference_encoder=reference.state_dict())
+
+    t0, sums, step = time.time(), {}, start
+    while step < args.num_steps:
+        step += 1
+        image, secret = (t.to(device) for t in batch(ds, args, step))
+        seed = args.seed * 1_000_003 + step                      # the step's views: a resumed run draws the same
+        gen = torch.Generator().manual_seed(seed)
+        dev_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
+        loss, logs, r, encoded, views = margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen,
+                                                    autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        log.update_bar(1)
+        if step % args.log_interval == 0:
+            means = {k: v / args.log_interval for k, v in sums.items()}
+            sums = {}
+            log.scalars(step, means)
+            log.print(f"step {step:06d} | margin loss {means['loss/margin']:.3f} | energy "
+                      f"{means['loss/energy_ratio']:.3f} ({means['metric/psnr_gain_db']:+.2f} dB) | bit acc of the copies "
+                      f"{means['metric/bit_acc_views']:.4f} | {time.time() - t0:.0f} s")
+            log.images(step, {"encoded": encoded, "residual": r, "transformed": views[::args.views]}, image)
+        out_of_time = args.time_limit is not None and time.time() - t0 > 60 * args.time_limit
+        last, kept = (os.path.join(ckpt_dir, f"{args.exp_name}_{s}.pth") for s in ("last", step))
+        saved = step % args.last_every == 0 or step == args.num_steps or out_of_time
+        if saved:
+            save(last, step)
+        if step % args.ckpt_every == 0:
+            link_or_save(last, kept, lambda p: save(p, step)) if saved else save(kept, step)
+        if out_of_time:
+            log.print(f"step {step:06d} | --time_limit {args.time_limit:g} min reached: stopping here")
+            break
+    final = os.path.join(ckpt_dir, f"{args.exp_name}_final.pth")
+    link_or_save(os.path.join(ckpt_dir, f"{args.exp_name}_last.pth"), final, lambda p: save(p, step))
+    log.print(f"wrote {final} (step {step})")
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))

@@ -1,0 +1,60 @@
+"""finetune_encoder.py at a tiny size: only the encoder moves, its energy cost pulls the residual down, the starting
+encoder is kept as the reference, resume is exact, and a checkpoint without a reference is refused in one line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import finetune_encoder
+from models_pytorch import ModelConfig, StegaStampDecoder, StegaStampEncoder, read_checkpoint, save_checkpoint
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = ModelConfig(height=32, width=32)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "init.pth", cfg, StegaStampEncoder(cfg), StegaStampDecoder(cfg))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.jpg")
+    return tmp_path
+
+
+def run(tmp, name, *extra):
+    args = finetune_encoder.get_parser().parse_args(
+        [name, "--train_path", str(tmp / "photos"), "--batch_size", "2", "--log_interval", "1", "--no_progress",
+         "--no-tensorboard", "--energy_weight", "10", "--lr", "1e-3", "--checkpoints_dir", str(tmp / "ckpt"),
+         "--logs_dir", str(tmp / "logs"), *extra])
+    return finetune_encoder.main(args)
+
+
+def test_only_the_encoder_moves_and_resume_is_exact(setup):
+    init = str(setup / "init.pth")
+    assert run(setup, "whole", "--num_steps", "4", "--init_from", init) == 0
+    start, whole = read_checkpoint(init), read_checkpoint(setup / "ckpt" / "whole" / "whole_final.pth")
+    assert whole["step"] == 4
+    assert all(torch.equal(start["decoder"][k], v) for k, v in whole["decoder"].items())           # frozen
+    assert all(torch.equal(start["encoder"][k], v) for k, v in whole["reference_encoder"].items())  # kept
+    assert any(not torch.equal(start["encoder"][k], v) for k, v in whole["encoder"].items())        # trained
+    rows = [json.loads(line) for line in open(setup / "logs" / "whole" / "metrics.jsonl")]
+    energy = [r["loss/energy_ratio"] for r in rows]
+    assert energy[0] == pytest.approx(1.0) and energy[-1] < 0.9      # the residual shrinks against the reference
+    # 2 steps, then resumed to 4 from the last checkpoint: the same weights as 4 in one go
+    run(setup, "part", "--num_steps", "2", "--init_from", init, "--last_every", "2")
+    run(setup, "part", "--num_steps", "4", "--pretrained", str(setup / "ckpt" / "part" / "part_last.pth"))
+    part = read_checkpoint(setup / "ckpt" / "part" / "part_final.pth")
+    assert all(torch.equal(whole["encoder"][k], v) for k, v in part["encoder"].items())
+    assert all(torch.equal(whole["reference_encoder"][k], v) for k, v in part["reference_encoder"].items())
+
+
+def test_resume_needs_a_reference_and_names_are_not_reused(setup, capsys):
+    assert run(setup, "x", "--num_steps", "1", "--pretrained", str(setup / "init.pth")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a finetune_encoder.py checkpoint" in err[0]
+    run(setup, "y", "--num_steps", "1", "--init_from", str(setup / "init.pth"))
+    with pytest.raises(SystemExit, match="exists"):
+        run(setup, "y", "--num_steps", "1", "--init_from", str(setup / "init.pth"))
