@@ -197,9 +197,10 @@ def main(args):
                       + f" | {100 * fe / t[0] / 1e9 / peak:.0f}% |", flush=True)
             if args.profile:
                 print_profiles(onnx_dir, size, args.threads)
-            from stegastamp_pytorch import StegaStamp
-            from models_pytorch import load_checkpoint
-            pt = StegaStamp(*load_checkpoint(ckpt), torch.device("cpu"))
+            if args.optimize or not args.no_full_res:
+                from stegastamp_pytorch import StegaStamp
+                from models_pytorch import load_checkpoint
+                pt = StegaStamp(*load_checkpoint(ckpt), torch.device("cpu"))
             if args.optimize:
                 plain, refined = optimize_timing(pt, args.optimize, args.reps)
                 print(f"encode a 451x300 photo (PyTorch fp32): plain {plain:.3f} s, --optimize {args.optimize} "

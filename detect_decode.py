@@ -211,7 +211,7 @@ class Detector:
         logits = self._run(np.ascontiguousarray(x))[0, 0]
         return 1 / (1 + np.exp(-logits)), (W / w, H / h)
 
-    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=()):
+    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED):
         """The stamps' candidate quadrilaterals in the frame, the likeliest first. The mask is cut at each of
         `cuts`: a stamp is surer than what it touches (a cup, a face), so a higher cut separates regions that
         a lower one merges, and a lower one keeps a faint stamp whole; then closed and cut at each of `closed`

@@ -29,13 +29,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dataset import ImageFolderDataset
 from models_pytorch import (CheckpointError, StegaStampEncoder, load_checkpoint, load_state, read_checkpoint,
                             save_checkpoint)
 from train_pytorch import Logger, amp_tools, check_new_run, link_or_save, make_adam
-from utils_pytorch import AugmentConfig, random_views
+from utils_pytorch import AugmentConfig, margin_loss, random_views, through_cover
 
 UPSAMPLE = (1, 2, 4)     # the full-resolution encoding upsamples the residual onto covers 1-4x the model size
 
@@ -93,16 +92,13 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
         ups = torch.randint(len(UPSAMPLE), (image.shape[0],), generator=gen).tolist()
         encoded, views = [], []
         for i, k in enumerate(ups):
-            ri = r[i:i + 1]
-            if UPSAMPLE[k] > 1:                      # onto a larger cover and back, as encode + decode resample
-                up = F.interpolate(ri, scale_factor=UPSAMPLE[k], mode="bilinear", align_corners=False)
-                ri = F.interpolate(up, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+            ri = through_cover(r[i:i + 1], (h * UPSAMPLE[k], w * UPSAMPLE[k]))   # as encode + decode resample
             encoded.append((image[i:i + 1] + ri).clamp(0, 1))
             views.append(random_views(encoded[-1], args.views, args.persp, aug, dev_gen, gen))
         views = torch.cat(views)
         logits = decoder(views).float()
     bits = secret.repeat_interleave(args.views, 0)
-    msg = torch.relu(args.margin - (bits * 2 - 1) * logits).mean()
+    msg = margin_loss(logits, bits, args.margin)
     energy = ((r ** 2).mean((1, 2, 3)) / ((r0 ** 2).mean((1, 2, 3)) + 1e-12)).mean()
     loss = msg + args.energy_weight * energy
     logs = {"loss/margin": msg.item(), "loss/energy_ratio": energy.item(),

@@ -13,11 +13,10 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from inference import ModelLoadError, StegaStampRunner, sim_size
 from models_pytorch import load_checkpoint
-from utils_pytorch import AugmentConfig, random_views
+from utils_pytorch import AugmentConfig, margin_loss, random_views, through_cover
 
 
 def cpu_has_bf16() -> bool:
@@ -83,7 +82,7 @@ class StegaStamp(StegaStampRunner):
         h, w = self.size
         W, H = sim_size(cover).size
         xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)).to(self.device)
-        sign = torch.from_numpy(np.asarray(bits, np.float32)).to(self.device)[None] * 2 - 1       # (1, L): +-1
+        bits = torch.from_numpy(np.asarray(bits, np.float32)).to(self.device)[None]                # (1, L)
         res = torch.from_numpy(np.ascontiguousarray(r.transpose(2, 0, 1)[None], np.float32)).to(self.device)
         res.requires_grad_(True)
         energy0 = float((res.detach() ** 2).mean()) + 1e-12
@@ -93,11 +92,10 @@ class StegaStamp(StegaStampRunner):
         aug = AugmentConfig(jpeg_quality=50)
         with torch.enable_grad():
             for _ in range(steps):
-                up = F.interpolate(res, size=(H, W), mode="bilinear", align_corners=False)     # onto the cover
-                back = F.interpolate(up, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-                views = random_views((xt + back).clamp(0, 1), OPT_VIEWS, OPT_PERSP, aug, gen, cpu_gen)
+                encoded = (xt + through_cover(res, (H, W))).clamp(0, 1)                   # as the decoder gets it
+                views = random_views(encoded, OPT_VIEWS, OPT_PERSP, aug, gen, cpu_gen)
                 logits = self.decoder(views.to(self.dtype).contiguous(memory_format=self.memory_format)).float()
-                loss = (torch.relu(OPT_MARGIN - sign * logits).mean()                     # every bit, every view
+                loss = (margin_loss(logits, bits, OPT_MARGIN)                             # every bit, every view
                         + OPT_ENERGY * (res ** 2).mean() / energy0)                       # PSNR: the residual's energy
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -354,6 +354,22 @@ def warp_with_mask(image, transform):
     return out[:, :-1], out[:, -1:]
 
 
+def through_cover(residual, cover_hw):
+    """The residual (B, 3, h, w) as the full-resolution encoding gives it back to the decoder: upsampled bilinearly
+    onto a cover of size cover_hw = (H, W), then resized back to (h, w) (bicubic, antialiased). Differentiable."""
+    h, w = residual.shape[-2:]
+    if tuple(cover_hw) == (h, w):
+        return residual
+    up = F.interpolate(residual, size=tuple(cover_hw), mode="bilinear", align_corners=False)
+    return F.interpolate(up, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
+
+
+def margin_loss(logits, bits, margin):
+    """Hinge loss asking every bit's logit for `margin` on its own side: mean of relu(margin - (2b - 1) * logit).
+    bits in {0, 1}, broadcast against logits."""
+    return torch.relu(margin - (bits * 2 - 1) * logits).mean()
+
+
 def random_views(image, n, persp, aug: AugmentConfig, generator=None, cpu_generator=None):
     """n random copies of one image (1, 3, H, W) as a camera might give it back, differentiably: each corner moved by
     up to persp of the size (white where the warp leaves the frame, as evaluate_pytorch.py's perspective), then

@@ -308,7 +308,7 @@ def test_a_mask_split_by_a_dark_band_is_closed_into_one_quad(model, stamp):
     x = int(corners[:, 0].mean())
     mask[:, x - 9:x + 9] = 0                               # 18 frame pixels: ~8 of the 384-px mask
     detector = TrueMask(mask)
-    halves = detector.quads(frame, cuts=(0.5,))
+    halves = detector.quads(frame, cuts=(0.5,), closed=())
     assert len(halves) == 2
     assert D.detect(model, frame, detector=detector, cuts=(0.5,), refine=0, closed=()) == []
     whole = detector.quads(frame, cuts=(0.5,), closed=(0.5,))
