@@ -13,7 +13,8 @@ the decoder (weights frozen) reads --views random camera-like copies of each enc
 (utils_pytorch.random_views: corners moved by up to --persp, then the training noise layer at full strength with
 JPEG down to --jpeg_quality), and the loss asks every bit of every copy for a logit margin of --margin, plus
 --energy_weight x the residual's energy relative to the starting encoder's on the same crop and bits (a frozen
-copy of it is kept in the checkpoint, so a resumed run measures against the same reference).
+copy of it is kept in the checkpoint, so a resumed run measures against the same reference). --reference names
+another model's encoder as the reference: a released fine-tuned model goes on against the model it started from.
 
 Checkpoints (atomic; primitives and state_dicts only) go to checkpoints/<exp_name>/: <exp>_last.pth every
 --last_every steps (resume with --pretrained: exact, the data and the views are drawn from (seed, step)),
@@ -30,6 +31,8 @@ import time
 import numpy as np
 import torch
 
+from torch.utils.data import DataLoader, Dataset
+
 from dataset import ImageFolderDataset
 from models_pytorch import (CheckpointError, StegaStampEncoder, load_checkpoint, load_state, read_checkpoint,
                             save_checkpoint)
@@ -44,8 +47,11 @@ def get_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("exp_name", help="run name: logs/<exp_name>, checkpoints/<exp_name>")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--init_from", help="the trained model to start from (.pth); its encoder is also the reference")
+    g.add_argument("--init_from", help="the trained model to start from (.pth); its encoder is also the reference unless --reference")
     g.add_argument("--pretrained", help="a checkpoint of this script to resume (weights, optimizer, step)")
+    p.add_argument("--reference", help="with --init_from: the model (.pth) whose encoder the energy is measured "
+                   "against (default: the --init_from's own), e.g. to go on from a released fine-tuned model "
+                   "against the model it started from")
     p.add_argument("--train_path", required=True, help="folder of training photos (never the validation ones)")
     p.add_argument("--random_crop", type=float, default=0.25, metavar="MIN_SCALE",
                    help="crop side U(MIN_SCALE, 1) of each photo's, and a flip")
@@ -59,6 +65,7 @@ def get_parser():
     p.add_argument("--persp", type=float, default=0.1, help="corner jitter of the copies (as OPT_PERSP)")
     p.add_argument("--jpeg_quality", type=int, default=50, help="lowest JPEG quality of the copies")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding the crops (0: in the loop)")
     p.add_argument("--amp", choices=("none", "bf16"), default="bf16", help="autocast dtype (bf16 on CPU and CUDA)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--time_limit", type=float, default=None, metavar="MINUTES", help="stop cleanly after this long")
@@ -73,11 +80,21 @@ def get_parser():
     return p
 
 
-def batch(ds, args, step):
-    """The step's crops and bits, drawn from (seed, step): a resumed run sees the same data."""
-    rng = np.random.default_rng([args.seed, step])
-    items = [ds[(int(rng.integers(len(ds))), int(rng.integers(2 ** 31)))] for _ in range(args.batch_size)]
-    return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+class StepBatches(Dataset):
+    """Item `step` is that step's crops and bits, drawn from (seed, step) alone: a resumed run, and any number of
+    --workers, see the same data."""
+
+    def __init__(self, ds, seed, batch_size):
+        self.ds, self.seed, self.batch_size = ds, seed, batch_size
+
+    def __len__(self):
+        return 2 ** 62
+
+    def __getitem__(self, step):
+        rng = np.random.default_rng([self.seed, step])
+        items = [self.ds[(int(rng.integers(len(self.ds))), int(rng.integers(2 ** 31)))]
+                 for _ in range(self.batch_size)]
+        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
 
 
 def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, autocast):
@@ -111,13 +128,21 @@ def main(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.pretrained is None:
         check_new_run(args)
+    elif args.reference:
+        print("error: --reference starts a run (with --init_from); a resumed run keeps its checkpoint's reference",
+              file=sys.stderr)
+        return 2
     try:
         cfg, encoder, decoder = load_checkpoint(args.pretrained or args.init_from, device)
         ckpt = read_checkpoint(args.pretrained, device) if args.pretrained else {}
+        reference = load_checkpoint(args.reference, device)[1] if args.reference else copy.deepcopy(encoder)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    reference = copy.deepcopy(encoder)
+    if reference.cfg != cfg:
+        print(f"error: {args.reference}: its model ({reference.cfg}) differs from {args.init_from}'s ({cfg})",
+              file=sys.stderr)
+        return 2
     if args.pretrained:
         if ckpt.get("reference_encoder") is None:
             print(f"error: {args.pretrained}: not a finetune_encoder.py checkpoint (no reference encoder); start "
@@ -145,10 +170,12 @@ def main(args) -> int:
         save_checkpoint(path, cfg, encoder, decoder, opt_g=opt, step=step, train_args=vars(args),
                         reference_encoder=reference.state_dict())
 
+    loader = DataLoader(StepBatches(ds, args.seed, args.batch_size), batch_size=None, num_workers=args.workers,
+                        sampler=range(start + 1, args.num_steps + 1), pin_memory=device.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if args.workers else None)
     t0, sums, step = time.time(), {}, start
-    while step < args.num_steps:
-        step += 1
-        image, secret = (t.to(device) for t in batch(ds, args, step))
+    for step, (image, secret) in enumerate(loader, start + 1):
+        image, secret = image.to(device, non_blocking=True), secret.to(device, non_blocking=True)
         seed = args.seed * 1_000_003 + step                      # the step's views: a resumed run draws the same
         gen = torch.Generator().manual_seed(seed)
         dev_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)

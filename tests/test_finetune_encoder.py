@@ -58,3 +58,26 @@ def test_resume_needs_a_reference_and_names_are_not_reused(setup, capsys):
     run(setup, "y", "--num_steps", "1", "--init_from", str(setup / "init.pth"))
     with pytest.raises(SystemExit, match="exists"):
         run(setup, "y", "--num_steps", "1", "--init_from", str(setup / "init.pth"))
+
+
+def test_reference_from_another_model_and_workers_see_the_same_data(setup):
+    """--reference keeps that model's encoder as the yardstick (not the starting one's); the crops come from the
+    step alone, so a run with a DataLoader worker trains the same weights as one without."""
+    cfg = ModelConfig(height=32, width=32)
+    torch.manual_seed(1)
+    save_checkpoint(setup / "ref.pth", cfg, StegaStampEncoder(cfg), StegaStampDecoder(cfg))
+    init, ref = str(setup / "init.pth"), str(setup / "ref.pth")
+    assert run(setup, "a", "--num_steps", "2", "--init_from", init, "--reference", ref) == 0
+    assert run(setup, "b", "--num_steps", "2", "--init_from", init, "--reference", ref, "--workers", "1") == 0
+    a, b = (read_checkpoint(setup / "ckpt" / n / f"{n}_final.pth") for n in "ab")
+    reference = read_checkpoint(ref)["encoder"]
+    assert all(torch.equal(reference[k], v) for k, v in a["reference_encoder"].items())
+    assert all(torch.equal(a["encoder"][k], v) for k, v in b["encoder"].items())
+    rows = [json.loads(line) for line in open(setup / "logs" / "a" / "metrics.jsonl")]
+    assert rows[0]["loss/energy_ratio"] != pytest.approx(1.0)      # measured against the other encoder
+    # a resumed run cannot change its reference; a reference of another size is refused
+    assert run(setup, "c", "--num_steps", "3", "--pretrained", str(setup / "ckpt" / "a" / "a_last.pth"),
+               "--reference", ref) == 2
+    save_checkpoint(setup / "big.pth", ModelConfig(height=64, width=64), StegaStampEncoder(ModelConfig(height=64, width=64)),
+                    StegaStampDecoder(ModelConfig(height=64, width=64)))
+    assert run(setup, "d", "--num_steps", "1", "--init_from", init, "--reference", str(setup / "big.pth")) == 2

@@ -1,0 +1,30 @@
+"""Turn gpu_run.sh's <run>_encoders.pth files into ordinary checkpoints: v7's checkpoint (its decoder is v6's, which
+the fine-tune never moves) with the encoder replaced, one per kept step.
+
+    python docs/default_model_v8/unpack.py /path/to/out checkpoints/v8     # -> checkpoints/v8/<run>_<step>.pth
+"""
+import glob
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from models_pytorch import load_checkpoint, load_state, save_checkpoint  # noqa: E402
+
+BASE = "pretrained/stegastamp_128_v7.pth"
+
+if __name__ == "__main__":
+    src, dst = sys.argv[1:3]
+    os.makedirs(dst, exist_ok=True)
+    cfg, encoder, decoder = load_checkpoint(BASE)
+    for path in sorted(glob.glob(os.path.join(src, "*_encoders.pth"))):
+        packed = torch.load(path, map_location="cpu", weights_only=True)
+        for step, state in sorted(packed["encoders"].items()):
+            load_state(encoder, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                       "encoder", path)
+            out = os.path.join(dst, f"{packed['run']}_{step}.pth")
+            save_checkpoint(out, cfg, encoder.half(), decoder.half(), step=step, train_args=packed["train_args"],
+                            decoder_from=BASE)
+            encoder.float(), decoder.float()
+            print(out)
