@@ -722,20 +722,35 @@ def test_auto_checks_the_refined_residual_against_the_harder_copies(shipped, mon
     assert {"persp10%", "bright1.3"} <= set(codec_io.AUTO_CHECKS_OPTIMIZED) - set(codec_io.AUTO_CHECKS)
 
 
-def test_v7_encoder_is_fainter_with_the_same_decoder(shipped):
-    """pretrained/stegastamp_128_v7.pth (finetune_encoder.py): the shipped decoder bit for bit, an encoder whose
-    residual is weaker on the example photo (its PSNR higher), and the message reads back with either model."""
+def test_default_encoder_is_fainter_than_v6_with_the_same_decoder(shipped):
+    """The default model (v7 since session 14, finetune_encoder.py) has v6's decoder bit for bit
+    (pretrained/stegastamp_128_v6.pth) and an encoder whose residual is weaker on the example photo (its PSNR higher);
+    the message reads back with either model, so stamps made with v6 still read with the default."""
     from evaluate_pytorch import psnr
     from models_pytorch import read_checkpoint
     from stegastamp_pytorch import StegaStamp
-    path = os.path.join(ROOT, "pretrained", "stegastamp_128_v7.pth")
-    old, new = read_checkpoint(os.path.join(ROOT, "pretrained", "stegastamp_128.pth")), read_checkpoint(path)
+    path = os.path.join(ROOT, "pretrained", "stegastamp_128_v6.pth")
+    old, new = read_checkpoint(path), read_checkpoint(os.path.join(ROOT, "pretrained", "stegastamp_128.pth"))
     assert all(torch.equal(old["decoder"][k], v) for k, v in new["decoder"].items())
-    v7 = StegaStamp.load(path, "cpu")
+    v6 = StegaStamp.load(path, "cpu")
     cover = load_image(os.path.join(ROOT, "examples", "chelsea.jpg"))
-    encoded = v7.encode(cover, "Hello")[0]
-    assert psnr(encoded, cover) > psnr(shipped.encode(cover, "Hello")[0], cover) + 1.0
-    assert v7.decode(encoded).message == "Hello" and shipped.decode(encoded).message == "Hello"
+    encoded, encoded_v6 = shipped.encode(cover, "Hello")[0], v6.encode(cover, "Hello")[0]
+    assert psnr(encoded, cover) > psnr(encoded_v6, cover) + 1.0
+    assert v6.decode(encoded).message == "Hello" and shipped.decode(encoded_v6).message == "Hello"
+
+
+def test_shipped_onnx_is_the_shipped_checkpoints_export(shipped):
+    """pretrained/onnx/ must be pretrained/stegastamp_128.pth exported: the same residual (fp32 encoder), logits
+    (decoder) and the int8 encoder's image reads back. A default model replaced without re-exporting (the browser,
+    phones and onnx_inference.py would then ship another encoder than the PyTorch scripts) fails here."""
+    from onnx_inference import OnnxStegaStamp
+    onnx = OnnxStegaStamp(os.path.join(ROOT, "pretrained", "onnx"))
+    int8 = OnnxStegaStamp(os.path.join(ROOT, "pretrained", "onnx"), int8=True)
+    cover = load_image(os.path.join(ROOT, "examples", "chelsea.jpg"))
+    a, b = (np.asarray(m.encode(cover, "Hello")[1], np.float32) for m in (shipped, onnx))
+    assert np.abs(a - b).max() <= 1.0                                  # residual images, 0-255: rounding only
+    encoded = int8.encode(cover, "Hello")[0]
+    assert shipped.decode(encoded).message == "Hello" and onnx.decode(encoded).message == "Hello"
 
 
 def test_optimize_needs_a_pytorch_model(ckpt, photos, tmp_path, capsys):
