@@ -58,6 +58,10 @@ def get_parser():
     p.add_argument("--num_steps", type=int, default=6000)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--views", type=int, default=2, help="camera-like copies the decoder reads per encoded crop")
+    p.add_argument("--batch_views", action="store_true",
+                   help="make every crop's copies in one batch, the noise layer's per-batch draws (blur, noise "
+                        "level, saturation, JPEG quality) shared by the step's copies, as train_pytorch.py's are: "
+                        "faster, most of all on a GPU, where crop-by-crop calls leave it waiting on Python")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the encoder")
     p.add_argument("--margin", type=float, default=2.0, help="logit margin asked of every bit (as OPT_MARGIN)")
     p.add_argument("--energy_weight", type=float, default=1.0,
@@ -107,12 +111,20 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
         with torch.no_grad():
             r0 = reference(secret, image).float()
         ups = torch.randint(len(UPSAMPLE), (image.shape[0],), generator=gen).tolist()
-        encoded, views = [], []
-        for i, k in enumerate(ups):
-            ri = through_cover(r[i:i + 1], (h * UPSAMPLE[k], w * UPSAMPLE[k]))   # as encode + decode resample
-            encoded.append((image[i:i + 1] + ri).clamp(0, 1))
-            views.append(random_views(encoded[-1], args.views, args.persp, aug, dev_gen, gen))
-        views = torch.cat(views)
+        if args.batch_views:      # one resampling per upsampling factor, one noise-layer call for every copy
+            resampled = r
+            for k in sorted(set(ups)):
+                idx = torch.tensor([i for i, u in enumerate(ups) if u == k], device=r.device)
+                resampled = resampled.index_copy(0, idx, through_cover(r[idx], (h * UPSAMPLE[k], w * UPSAMPLE[k])))
+            encoded = (image + resampled).clamp(0, 1)
+            views = random_views(encoded, args.views, args.persp, aug, dev_gen, gen)
+        else:                     # crop by crop: each crop's copies get their own blur, noise, JPEG quality
+            encoded, views = [], []
+            for i, k in enumerate(ups):
+                ri = through_cover(r[i:i + 1], (h * UPSAMPLE[k], w * UPSAMPLE[k]))   # as encode + decode resample
+                encoded.append((image[i:i + 1] + ri).clamp(0, 1))
+                views.append(random_views(encoded[-1], args.views, args.persp, aug, dev_gen, gen))
+            encoded, views = torch.cat(encoded), torch.cat(views)
         logits = decoder(views).float()
     bits = secret.repeat_interleave(args.views, 0)
     msg = margin_loss(logits, bits, args.margin)
@@ -121,7 +133,7 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
     logs = {"loss/margin": msg.item(), "loss/energy_ratio": energy.item(),
             "metric/bit_acc_views": ((logits > 0).float() == bits).float().mean().item(),
             "metric/psnr_gain_db": -10 * float(np.log10(max(energy.item(), 1e-9)))}
-    return loss, logs, r, torch.cat(encoded), views
+    return loss, logs, r, encoded, views
 
 
 def main(args) -> int:

@@ -371,13 +371,16 @@ def margin_loss(logits, bits, margin):
 
 
 def random_views(image, n, persp, aug: AugmentConfig, generator=None, cpu_generator=None):
-    """n random copies of one image (1, 3, H, W) as a camera might give it back, differentiably: each corner moved by
-    up to persp of the size (white where the warp leaves the frame, as evaluate_pytorch.py's perspective), then
-    transform_net at full strength. -> (n, 3, H, W). The noise of encode-time optimisation (--optimize);
-    cpu_generator draws the warps (homographies are solved on the CPU), generator the rest (on the image's device)."""
-    H, W = image.shape[-2:]
-    M = random_perspective_matrices(n, H, W, (persp * W, persp * H), True, cpu_generator).to(image.device)
-    warped, mask = warp_with_mask(image.expand(n, -1, -1, -1), M[:, 1])
+    """n random copies of each image (B, 3, H, W) as a camera might give it back, differentiably: each corner moved
+    by up to persp of the size (white where the warp leaves the frame, as evaluate_pytorch.py's perspective), then
+    transform_net at full strength (its per-batch draws, e.g. the JPEG quality, shared by all B * n copies).
+    -> (B * n, 3, H, W), image i's copies at rows i*n .. i*n + n-1. The noise of encode-time optimisation
+    (--optimize, B = 1); cpu_generator draws the warps (homographies are solved on the CPU), generator the rest (on
+    the image's device)."""
+    B, (H, W) = image.shape[0], image.shape[-2:]
+    M = random_perspective_matrices(B * n, H, W, (persp * W, persp * H), True, cpu_generator).to(image.device)
+    copies = image.expand(n, -1, -1, -1) if B == 1 else image.repeat_interleave(n, 0)
+    warped, mask = warp_with_mask(copies, M[:, 1])
     return transform_net(warped + (1 - mask), aug, 10 ** 9, generator)
 
 

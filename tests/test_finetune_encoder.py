@@ -1,5 +1,6 @@
 """finetune_encoder.py at a tiny size: only the encoder moves, its energy cost pulls the residual down, the starting
 encoder is kept as the reference, resume is exact, and a checkpoint without a reference is refused in one line."""
+import contextlib
 import json
 
 import numpy as np
@@ -81,3 +82,32 @@ def test_reference_from_another_model_and_workers_see_the_same_data(setup):
     save_checkpoint(setup / "big.pth", ModelConfig(height=64, width=64), StegaStampEncoder(ModelConfig(height=64, width=64)),
                     StegaStampDecoder(ModelConfig(height=64, width=64)))
     assert run(setup, "d", "--num_steps", "1", "--init_from", init, "--reference", str(setup / "big.pth")) == 2
+
+
+def test_batched_views_match_the_crop_by_crop_resampling_and_keep_each_crops_copies_together(setup):
+    """--batch_views: the crops are resampled exactly as crop by crop (grouped by upsampling factor, put back in
+    place), and random_views of a batch keeps crop i's copies at rows i*n .. i*n+n-1, which is where the loss puts
+    crop i's bits; with no warp and no noise each copy is its own crop. A shuffled group or repeat() instead of
+    repeat_interleave() fails here."""
+    from models_pytorch import load_checkpoint
+    from utils_pytorch import AugmentConfig, random_views
+    torch.manual_seed(0)
+    img = torch.rand(3, 3, 32, 32)
+    still = AugmentConfig(no_blur=True, no_jpeg=True, rnd_noise=0, contrast_low=1, contrast_high=1, rnd_bri=0,
+                          rnd_hue=0, rnd_sat=0)
+    v = random_views(img, 2, 0.0, still, torch.Generator().manual_seed(0), torch.Generator().manual_seed(0))
+    assert v.shape == (6, 3, 32, 32)
+    assert all(torch.allclose(v[2 * i + j], img[i], atol=1e-5) for i in range(3) for j in range(2))
+    cfg, enc, dec = load_checkpoint(setup / "init.pth")
+    secret = torch.randint(0, 2, (4, 100)).float()
+    image = torch.rand(4, 3, 32, 32)
+    encoded = {}
+    for batched in (False, True):
+        args = finetune_encoder.get_parser().parse_args(
+            ["x", "--init_from", "i", "--train_path", "p"] + (["--batch_views"] if batched else []))
+        gen = torch.Generator().manual_seed(3)
+        out = finetune_encoder.margin_step(enc, enc, dec, image, secret, args, gen, gen, contextlib.nullcontext)
+        encoded[batched] = out[3]
+        assert out[4].shape == (4 * args.views, 3, 32, 32)
+    assert torch.allclose(encoded[False], encoded[True], atol=1e-6)
+    assert run(setup, "bv", "--num_steps", "3", "--init_from", str(setup / "init.pth"), "--batch_views") == 0
