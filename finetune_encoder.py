@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dataset import ImageFolderDataset
-from models_pytorch import (CheckpointError, StegaStampEncoder, load_checkpoint, load_state, read_checkpoint,
-                            save_checkpoint)
+from models_pytorch import (CheckpointError, StegaStampEncoder, load_checkpoint, load_state, models_from_checkpoint,
+                            read_checkpoint, save_checkpoint)
 from train_pytorch import Logger, amp_tools, check_new_run, link_or_save, make_adam
 from utils_pytorch import AugmentConfig, margin_loss, random_views, through_cover
 
@@ -145,8 +145,8 @@ def main(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        cfg, encoder, decoder = load_checkpoint(args.pretrained or args.init_from, device)
-        ckpt = read_checkpoint(args.pretrained, device) if args.pretrained else {}
+        ckpt = read_checkpoint(args.pretrained or args.init_from, device)
+        cfg, encoder, decoder = models_from_checkpoint(ckpt, args.pretrained or args.init_from, device)
         reference = load_checkpoint(args.reference, device)[1] if args.reference else copy.deepcopy(encoder)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

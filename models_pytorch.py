@@ -513,7 +513,12 @@ def load_detector(path, device="cpu"):
 
 def load_checkpoint(path, device="cpu"):
     """path -> (ModelConfig, encoder, decoder) in eval mode on `device`. Never returns an untrained model."""
-    ckpt = read_checkpoint(path)
+    return models_from_checkpoint(read_checkpoint(path), path, device)
+
+
+def models_from_checkpoint(ckpt: dict, path, device="cpu"):
+    """A dict of read_checkpoint (read once, e.g. for its optimizer state too) -> (ModelConfig, encoder, decoder) in
+    eval mode on `device`; `path` names it in errors."""
     cfg = ModelConfig.from_dict(ckpt["model_config"])
     encoder, decoder = StegaStampEncoder(cfg), StegaStampDecoder(cfg)
     load_state(encoder, ckpt["encoder"], "encoder", path)
