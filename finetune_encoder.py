@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 import torch
-
 from torch.utils.data import DataLoader, Dataset
 
 from dataset import ImageFolderDataset
@@ -47,7 +46,8 @@ def get_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("exp_name", help="run name: logs/<exp_name>, checkpoints/<exp_name>")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--init_from", help="the trained model to start from (.pth); its encoder is also the reference unless --reference")
+    g.add_argument("--init_from", help="the trained model to start from (.pth); its encoder is also the reference "
+                   "unless --reference")
     g.add_argument("--pretrained", help="a checkpoint of this script to resume (weights, optimizer, step)")
     p.add_argument("--reference", help="with --init_from: the model (.pth) whose encoder the energy is measured "
                    "against (default: the --init_from's own), e.g. to go on from a released fine-tuned model "

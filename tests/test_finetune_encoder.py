@@ -79,8 +79,8 @@ def test_reference_from_another_model_and_workers_see_the_same_data(setup):
     # a resumed run cannot change its reference; a reference of another size is refused
     assert run(setup, "c", "--num_steps", "3", "--pretrained", str(setup / "ckpt" / "a" / "a_last.pth"),
                "--reference", ref) == 2
-    save_checkpoint(setup / "big.pth", ModelConfig(height=64, width=64), StegaStampEncoder(ModelConfig(height=64, width=64)),
-                    StegaStampDecoder(ModelConfig(height=64, width=64)))
+    big = ModelConfig(height=64, width=64)
+    save_checkpoint(setup / "big.pth", big, StegaStampEncoder(big), StegaStampDecoder(big))
     assert run(setup, "d", "--num_steps", "1", "--init_from", init, "--reference", str(setup / "big.pth")) == 2
 
 
