@@ -91,9 +91,6 @@ class StepBatches(Dataset):
     def __init__(self, ds, seed, batch_size):
         self.ds, self.seed, self.batch_size = ds, seed, batch_size
 
-    def __len__(self):
-        return 2 ** 62
-
     def __getitem__(self, step):
         rng = np.random.default_rng([self.seed, step])
         items = [self.ds[(int(rng.integers(len(self.ds))), int(rng.integers(2 ** 31)))]
@@ -111,20 +108,16 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
         with torch.no_grad():
             r0 = reference(secret, image).float()
         ups = torch.randint(len(UPSAMPLE), (image.shape[0],), generator=gen).tolist()
-        if args.batch_views:      # one resampling per upsampling factor, one noise-layer call for every copy
-            resampled = r
-            for k in sorted(set(ups)):
-                idx = torch.tensor([i for i, u in enumerate(ups) if u == k], device=r.device)
-                resampled = resampled.index_copy(0, idx, through_cover(r[idx], (h * UPSAMPLE[k], w * UPSAMPLE[k])))
-            encoded = (image + resampled).clamp(0, 1)
+        resampled = r             # as encode + decode resample it, one call per upsampling factor
+        for k in sorted(set(ups)):
+            idx = torch.tensor([i for i, u in enumerate(ups) if u == k], device=r.device)
+            resampled = resampled.index_copy(0, idx, through_cover(r[idx], (h * UPSAMPLE[k], w * UPSAMPLE[k])))
+        encoded = (image + resampled).clamp(0, 1)
+        if args.batch_views:      # one noise-layer call for every copy
             views = random_views(encoded, args.views, args.persp, aug, dev_gen, gen)
         else:                     # crop by crop: each crop's copies get their own blur, noise, JPEG quality
-            encoded, views = [], []
-            for i, k in enumerate(ups):
-                ri = through_cover(r[i:i + 1], (h * UPSAMPLE[k], w * UPSAMPLE[k]))   # as encode + decode resample
-                encoded.append((image[i:i + 1] + ri).clamp(0, 1))
-                views.append(random_views(encoded[-1], args.views, args.persp, aug, dev_gen, gen))
-            encoded, views = torch.cat(encoded), torch.cat(views)
+            views = torch.cat([random_views(encoded[i:i + 1], args.views, args.persp, aug, dev_gen, gen)
+                               for i in range(len(ups))])
         logits = decoder(views).float()
     bits = secret.repeat_interleave(args.views, 0)
     msg = margin_loss(logits, bits, args.margin)

@@ -379,8 +379,7 @@ def random_views(image, n, persp, aug: AugmentConfig, generator=None, cpu_genera
     the image's device)."""
     B, (H, W) = image.shape[0], image.shape[-2:]
     M = random_perspective_matrices(B * n, H, W, (persp * W, persp * H), True, cpu_generator).to(image.device)
-    copies = image.expand(n, -1, -1, -1) if B == 1 else image.repeat_interleave(n, 0)
-    warped, mask = warp_with_mask(copies, M[:, 1])
+    warped, mask = warp_with_mask(image.repeat_interleave(n, 0), M[:, 1])
     return transform_net(warped + (1 - mask), aug, 10 ** 9, generator)
 
 

@@ -84,13 +84,13 @@ def test_reference_from_another_model_and_workers_see_the_same_data(setup):
     assert run(setup, "d", "--num_steps", "1", "--init_from", init, "--reference", str(setup / "big.pth")) == 2
 
 
-def test_batched_views_match_the_crop_by_crop_resampling_and_keep_each_crops_copies_together(setup):
-    """--batch_views: the crops are resampled exactly as crop by crop (grouped by upsampling factor, put back in
-    place), and random_views of a batch keeps crop i's copies at rows i*n .. i*n+n-1, which is where the loss puts
-    crop i's bits; with no warp and no noise each copy is its own crop. A shuffled group or repeat() instead of
-    repeat_interleave() fails here."""
+def test_grouped_resampling_matches_crop_by_crop_and_batched_views_keep_each_crops_copies_together(setup):
+    """margin_step resamples the crops in one call per upsampling factor, put back in place: the same as resampling
+    each crop alone; random_views of a batch (--batch_views) keeps crop i's copies at rows i*n .. i*n+n-1, which is
+    where the loss puts crop i's bits (with no warp and no noise each copy is its own crop). A crop put back in the
+    wrong row, or repeat() instead of repeat_interleave(), fails here."""
     from models_pytorch import load_checkpoint
-    from utils_pytorch import AugmentConfig, random_views
+    from utils_pytorch import AugmentConfig, random_views, through_cover
     torch.manual_seed(0)
     img = torch.rand(3, 3, 32, 32)
     still = AugmentConfig(no_blur=True, no_jpeg=True, rnd_noise=0, contrast_low=1, contrast_high=1, rnd_bri=0,
@@ -99,15 +99,20 @@ def test_batched_views_match_the_crop_by_crop_resampling_and_keep_each_crops_cop
     assert v.shape == (6, 3, 32, 32)
     assert all(torch.allclose(v[2 * i + j], img[i], atol=1e-5) for i in range(3) for j in range(2))
     cfg, enc, dec = load_checkpoint(setup / "init.pth")
-    secret = torch.randint(0, 2, (4, 100)).float()
-    image = torch.rand(4, 3, 32, 32)
-    encoded = {}
+    secret = torch.randint(0, 2, (6, 100)).float()
+    image = torch.rand(6, 3, 32, 32)
+    ups = torch.randint(len(finetune_encoder.UPSAMPLE), (6,), generator=torch.Generator().manual_seed(3)).tolist()
+    assert len(set(ups)) > 1                                        # several groups to put back
+    with torch.no_grad():
+        r = enc(secret, image)
+        alone = torch.cat([(image[i:i + 1] + through_cover(r[i:i + 1], (32 * finetune_encoder.UPSAMPLE[k],) * 2))
+                           .clamp(0, 1) for i, k in enumerate(ups)])
     for batched in (False, True):
         args = finetune_encoder.get_parser().parse_args(
             ["x", "--init_from", "i", "--train_path", "p"] + (["--batch_views"] if batched else []))
         gen = torch.Generator().manual_seed(3)
-        out = finetune_encoder.margin_step(enc, enc, dec, image, secret, args, gen, gen, contextlib.nullcontext)
-        encoded[batched] = out[3]
-        assert out[4].shape == (4 * args.views, 3, 32, 32)
-    assert torch.allclose(encoded[False], encoded[True], atol=1e-6)
+        with torch.no_grad():
+            out = finetune_encoder.margin_step(enc, enc, dec, image, secret, args, gen, gen, contextlib.nullcontext)
+        assert torch.allclose(out[3], alone, atol=1e-6)
+        assert out[4].shape == (6 * args.views, 3, 32, 32)
     assert run(setup, "bv", "--num_steps", "3", "--init_from", str(setup / "init.pth"), "--batch_views") == 0
