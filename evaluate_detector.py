@@ -75,6 +75,26 @@ def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed):
     return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine)
 
 
+def save_miss(out_dir, index, frame, truth, quads, detector, size, tilt):
+    """A missed scene as one PNG: the frame (the true corners green, the candidate quads red) beside the detector's
+    mask (grey), both at the mask's resolution."""
+    import cv2
+    os.makedirs(out_dir, exist_ok=True)
+    if detector is None:
+        prob, (sx, sy) = np.zeros((frame.shape[0] // 5, frame.shape[1] // 5), np.float32), (5.0, 5.0)
+    else:
+        prob, (sx, sy) = detector.mask(frame)
+    h, w = prob.shape
+    small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA).copy()
+    to_mask = lambda q: np.round((np.asarray(q, np.float32) + 0.5) / (sx, sy) - 0.5).astype(np.int32).reshape(-1, 1, 2)
+    for q in quads:
+        cv2.polylines(small, [to_mask(q)], True, (255, 0, 0), 1)
+    cv2.polylines(small, [to_mask(truth)], True, (0, 255, 0), 1)
+    mask = np.repeat((255 * prob).astype(np.uint8)[..., None], 3, axis=2)
+    name = f"miss_{index:03d}_area{100 * size:.0f}_tilt{tilt:.0f}.png"
+    Image.fromarray(np.concatenate([small, mask], axis=1)).save(os.path.join(out_dir, name))
+
+
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -105,6 +125,9 @@ def get_parser():
                    help="encode the stamps with the encoders' --optimize STEPS (needs a .pth --model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes and messages")
     p.add_argument("--out_dir", default=None, help="write results.md, results.json, plot_recovery.png here")
+    p.add_argument("--save_misses", default=None, metavar="DIR",
+                   help="write each scene whose message was not read end to end here: the frame with the true corners "
+                        "(green) and the candidate quads (red), beside the detector's mask")
     return p
 
 
@@ -152,6 +175,8 @@ def main(args) -> int:
                 read += ok
                 at_truth += true_ok
                 missed_quad += (not ok) and true_ok         # a miss that better corners would have read
+                if args.save_misses and not ok:
+                    save_miss(args.save_misses, len(scenes), scene.frame, truth, quads, detector, size, tilt)
                 scenes.append({"size": size, "tilt": tilt, "read": ok, "read_at_true_corners": true_ok,
                                "candidates": len(quads), "best_candidate_error_pct": min(errs) if errs else None,
                                "reported_error_pct": reported[-1] if ok else None})

@@ -250,7 +250,9 @@ def test_search_reads_a_quad_that_missed_part_of_the_stamp(model, stamp):
     assert [f["message"] for f in found] == ["Hello"] and counting.calls > 2
     counting.calls = 0
     elsewhere = np.float32([[5, 5], [60, 5], [60, 60], [5, 60]])              # background: under the floor
-    assert D.detect(counting, frame, quads=[elsewhere], refine=1) == [] and counting.calls == 1   # not decoded twice
+    grey = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
+    edge_batch = 1 if D.edge_quads(grey, elsewhere) else 0                  # its edge quads: one batch, no search
+    assert D.detect(counting, frame, quads=[elsewhere], refine=1) == [] and counting.calls == 1 + edge_batch
     assert err(found[0]["corners"]) < err(short) - 0.05
     counting.calls = 0
     assert D.refine_quad(counting, frame, short, min_confidence=1.01) == (None, 1) and counting.calls == 1
@@ -274,10 +276,35 @@ def test_snap_to_edges_moves_each_side_onto_the_photo(stamp):
         assert before > 0.01 and after < 0.005, (grow, before, after)
 
 
+def test_edge_quads_slide_a_side_or_move_a_corner_back_onto_the_photo(model, stamp):
+    """A mask that missed a part of the stamp (two corners 40% of the way in along its sides) or took in a neighbour
+    (one corner 50% out) gives a quad no 5% snap or small search reaches. edge_quads slides the short side back along
+    its neighbours (the first quad it returns), and moves the stray corner alone back (a quad with the other three
+    untouched), each within 2% of the photo's size, and they read. Catches a slide along the wrong direction or out of
+    reach, a wrong normal, a move that loses to where the side was, and a corner scored on the wrong sides."""
+    frame, corners = scene(stamp, 0)
+    truth = D.order_corners(corners)
+    size = np.sqrt(D.quad_area(truth))
+    grey = cv2.GaussianBlur(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
+    err = lambda q: np.linalg.norm(q - truth, axis=1).max() / size
+    short = truth.copy()
+    short[1] += 0.4 * (truth[0] - truth[1])
+    short[2] += 0.4 * (truth[3] - truth[2])
+    assert D.read_quad(model, frame, short) is None
+    slid = D.edge_quads(grey, short)[0]
+    assert err(slid) < 0.02 and D.read_quad(model, frame, slid), err(slid)
+    out = truth.copy()
+    out[2] += 0.5 * (truth[2] - truth.mean(0))
+    assert D.read_quad(model, frame, out) is None
+    moved = [q for q in D.edge_quads(grey, out) if np.array_equal(np.delete(q, 2, 0), np.delete(out, 2, 0))]
+    assert moved and err(moved[0]) < 0.02 and D.read_quad(model, frame, moved[0]), [err(q) for q in moved]
+
+
 def test_snap_leaves_a_quad_without_edges_alone():
     quad = np.float32([[100, 80], [300, 90], [290, 260], [110, 250]])
     flat = np.full((400, 400), 128, np.float32)
     np.testing.assert_array_equal(D.snap_to_edges(flat, quad), quad)
+    assert D.edge_quads(flat, quad) == []
 
 
 def test_photos_try_each_quad_and_its_snapped_copy_video_only_the_quad(stamp):
@@ -322,7 +349,8 @@ def test_a_mask_split_by_a_dark_band_is_closed_into_one_quad(model, stamp):
 def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
     """evaluate_detector.py's miss breakdown: with a detector that finds nothing, every scene is a miss, and each
     one that reads at the stamp's true corners is counted as a wrong quad; with a decoder that reads nothing there
-    either, none is. Catches a count of the wrong scenes or a report that adds them up wrongly."""
+    either, none is; --save_misses writes each miss. Catches a count of the wrong scenes or a report that adds them up
+    wrongly."""
     import evaluate_detector as E
     src = tmp_path / "photos"
     src.mkdir()
@@ -331,7 +359,11 @@ def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
     argv = ["--images_dir", str(src), "--scenes", "2", "--sizes", "0.4", "--tilts", "0", "10", "--negatives", "0",
             "--frame", "1280x720", "--out_dir", str(tmp_path / "out")]
     monkeypatch.setattr(D, "detect", lambda *a, **k: [])
-    assert E.main(E.get_parser().parse_args(argv)) == 0
+    assert E.main(E.get_parser().parse_args(argv + ["--save_misses", str(tmp_path / "misses")])) == 0
+    saved = sorted(os.listdir(tmp_path / "misses"))              # every miss, frame beside mask
+    assert [n.split("_", 2)[2] for n in saved] == ["area40_tilt0.png"] * 2 + ["area40_tilt10.png"] * 2
+    w, h = Image.open(tmp_path / "misses" / saved[0]).size
+    assert w == 2 * D.Detector(D.DEFAULT_DETECTOR).input_size(720, 1280)[0] and h < w
     cells = json.load(open(tmp_path / "out" / "results.json"))["cells"]
     assert [c["recovered"] for c in cells] == [0.0, 0.0]
     assert all(c["missed_for_the_quad"] == c["read_at_true_corners"] for c in cells)
