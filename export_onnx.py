@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from image_io import atomic_write
 from secret_codec import SecretCodec
-from models_pytorch import CheckpointError, checkpoint_kind, load_checkpoint, load_detector, read_checkpoint
+from models_pytorch import (CheckpointError, checkpoint_kind, detector_from_checkpoint, models_from_checkpoint,
+                            read_checkpoint)
 from onnx_inference import METADATA_KEY   # the reader defines the key (onnx_inference.py is torch-free)
 
 DETECTOR_METADATA_KEY = "stegastamp_detector_config"
@@ -228,9 +229,8 @@ def get_parser():
     return p
 
 
-def export_detector(args) -> int:
+def export_detector(args, cfg, detector) -> int:
     """detector.onnx with dynamic batch, height and width; --test compares ONNX Runtime with PyTorch."""
-    cfg, detector = load_detector(args.model)
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, "detector.onnx")
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -255,9 +255,10 @@ def export_detector(args) -> int:
 
 def main(args) -> int:
     try:
-        if checkpoint_kind(read_checkpoint(args.model, kind="any")) == "detector":
-            return export_detector(args)
-        cfg, encoder, decoder = load_checkpoint(args.model, "cpu")
+        ckpt = read_checkpoint(args.model, kind="any")                       # read once, whichever it holds
+        if checkpoint_kind(ckpt) == "detector":
+            return export_detector(args, *detector_from_checkpoint(ckpt, args.model))
+        cfg, encoder, decoder = models_from_checkpoint(ckpt, args.model, "cpu")
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

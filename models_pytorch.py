@@ -501,7 +501,12 @@ def save_detector(path, cfg: DetectorConfig, detector, opt=None, step: int = 0, 
 
 def load_detector(path, device="cpu"):
     """path -> (DetectorConfig, StampDetector in eval mode), or a one-line CheckpointError."""
-    ckpt = read_checkpoint(path, kind="detector")
+    return detector_from_checkpoint(read_checkpoint(path, kind="detector"), path, device)
+
+
+def detector_from_checkpoint(ckpt: dict, path, device="cpu"):
+    """A detector dict of read_checkpoint (read once) -> (DetectorConfig, StampDetector in eval mode on `device`);
+    `path` names it in errors."""
     try:
         cfg = DetectorConfig(**ckpt["detector_config"])
     except (TypeError, ValueError) as e:
