@@ -2,6 +2,8 @@
 
     python evaluate_detector.py --images_dir data/photos/val --out_dir docs/eval_detector
     python evaluate_detector.py --images_dir data/photos/val --detector classical --out_dir docs/eval_detector_classical
+    python evaluate_detector.py --images_dir data/photos/train --sizes 0.2 0.4 --tilts 0 15 30 --scenes 8 \
+        --negatives 0 --seed 5 --save_misses misses/     # training-photo scenes, each miss drawn beside its mask
 
 Each scene is a 1920x1080 (--frame) camera view: a photo from --images_dir, encoded with --model and a random
 7-letter message, printed (with white paper half of the time), placed at a given share of the frame area and tilted
