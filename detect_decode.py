@@ -41,6 +41,10 @@ DEFAULT_DETECTOR = os.path.join(ROOT, "pretrained", "onnx", "detector.onnx")
 # closed cuts come last, so they cost time only where the others do not read: on 144 scenes from training photos
 # they read 121 against 118, with no false message on 200 stamp-free scenes, which took 16% longer (README).
 IMAGE_CUTS, VIDEO_CUTS = (0.5, 0.85, 0.3, 0.7, 0.95, 0.1), (0.5, 0.85)
+# Photos: the detector also sees the frame mirrored, and the two maps (the second mirrored back) are averaged before
+# the cuts: the network is not mirror-symmetric, and where one of its two views misses a part of a stamp the other
+# often has it (session 15, scenes from training photos: README). One batch of two; video keeps one view.
+IMAGE_FLIP = True
 IMAGE_CLOSED, CLOSE_SIZE = (0.3, 0.1), 0.04
 # Photos: where none of a region's quads reads, the first IMAGE_REFINE such regions are searched around for a quad
 # that does (refine_quad), in moves of these fractions of the stamp's size, coarse to fine. Video does not search.
@@ -276,21 +280,25 @@ class Detector:
         s = self.input_side / max(H, W)
         return max(16, int(round(W * s / 16)) * 16), max(16, int(round(H * s / 16)) * 16)
 
-    def mask(self, rgb):
-        """Probability map (h, w) at the detector's resolution, and the (sx, sy) scale back to the frame."""
+    def mask(self, rgb, flip=False):
+        """Probability map (h, w) at the detector's resolution, and the (sx, sy) scale back to the frame. flip: the
+        mean of the frame's map and its mirror image's (mirrored back), both in one batch (see IMAGE_FLIP)."""
         import cv2
         H, W = rgb.shape[:2]
         w, h = self.input_size(H, W)
         x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
-        logits = self._run(np.ascontiguousarray(x))[0, 0]
-        return 1 / (1 + np.exp(-logits)), (W / w, H / h)
+        if flip:
+            x = np.concatenate([x, x[..., ::-1]])
+        prob = 1 / (1 + np.exp(-self._run(np.ascontiguousarray(x))[:, 0]))
+        return (0.5 * (prob[0] + prob[1, :, ::-1]) if flip else prob[0]), (W / w, H / h)
 
-    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED):
-        """The stamps' candidate quadrilaterals in the frame, the likeliest first. The mask is cut at each of
+    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED, flip=False):
+        """The stamps' candidate quadrilaterals in the frame, the likeliest first. The mask (flip: averaged with its
+        mirror image's) is cut at each of
         `cuts`: a stamp is surer than what it touches (a cup, a face), so a higher cut separates regions that
         a lower one merges, and a lower one keeps a faint stamp whole; then closed and cut at each of `closed`
         (IMAGE_CLOSED above). Quads found twice are kept once."""
-        prob, scale = self.mask(rgb)
+        prob, scale = self.mask(rgb, flip)
         found, min_pixels = [], min_area * prob.size
         for quad in mask_quads(prob, scale, min_pixels, cuts) + mask_quads(prob, scale, min_pixels, closed, CLOSE_SIZE):
             add_new(found, quad)
@@ -342,16 +350,17 @@ def rectify(rgb, quad, size):
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
 
 
-def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED):
-    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask cut at `cuts`, then closed and cut
-    at `closed`), each preceded by
+def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED, flip=None):
+    """Where stamps may be: the learned `detector`'s quads (a Detector; its mask, for photos averaged with its mirror
+    image's — `flip`, default: as `snap`, IMAGE_FLIP — cut at `cuts`, then closed and cut at `closed`), each
+    preceded by
     its copy snapped to the frame's edges where that moved it (snap_to_edges; tried first because it is the closer
     of the two, so a stamp is reported with its corners; `snap=False` for video, which has frames to spare and wants
     the speed), or with None find_quads (edges already), smallest first (of nested
     outlines, a photo and its paper frame, the photo's own corners are tried first)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
-    quads = detector.quads(rgb, min_area, cuts, closed)
+    quads = detector.quads(rgb, min_area, cuts, closed, IMAGE_FLIP and snap if flip is None else flip)
     if not snap or not quads:
         return quads
     import cv2

@@ -118,7 +118,8 @@ def get_parser():
                    help="where the mask is cut again after closing its holes (default: detect_decode.py's for photos; "
                         "video uses none)")
     p.add_argument("--no_snap", action="store_true",
-                   help="accuracy table without the quads snapped to the frame's edges (as video reads frames)")
+                   help="accuracy table without the quads snapped to the frame's edges and without the mirrored "
+                        "view of the mask (as video reads frames)")
     p.add_argument("--refine", type=non_negative_int, default=D.IMAGE_REFINE,
                    help="regions searched around for a quad that reads when none of theirs does, as detect_decode.py "
                         "reads photos (0: off, as video)")

@@ -113,7 +113,7 @@ class TrueMask(D.Detector):
     def __init__(self, mask, input_side=384):
         self.input_side, self.true = input_side, mask
 
-    def mask(self, rgb):
+    def mask(self, rgb, flip=False):                                           # the truth is its own mirror's
         H, W = rgb.shape[:2]
         w, h = self.input_size(H, W)
         return cv2.resize(self.true.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA), (W / w, H / h)
@@ -146,6 +146,28 @@ def test_shipped_detector_marks_the_stamps(detector, stamp):
         pred = cv2.resize((prob > 0.5).astype(np.uint8), (960, 540), interpolation=cv2.INTER_NEAREST) > 0
         ious.append((pred & (s.mask > 0)).sum() / (pred | (s.mask > 0)).sum())
     assert np.mean(ious) > 0.5, ious
+
+
+def test_photos_average_the_mask_with_its_mirror_image(detector, stamp):
+    """mask(flip=True) is the mean of the frame's map and its mirror image's map mirrored back (one batch of two);
+    photos' candidate quads come from it, video's from the single view. Catches the mirrored map not turned back
+    (its stamp would sit on the wrong side), the second view dropped, or video paying for it."""
+    frame, _ = scene(stamp, 0, shift=(-150, 0))                              # off-centre: a mirror error shows
+    one, scale = detector.mask(frame)
+    mirrored, _ = detector.mask(np.ascontiguousarray(frame[:, ::-1]))
+    both, scale2 = detector.mask(frame, flip=True)
+    assert scale2 == scale
+    np.testing.assert_allclose(both, 0.5 * (one + mirrored[:, ::-1]), atol=2e-3)
+    assert np.abs(one - mirrored[:, ::-1]).max() > 0.05                      # the two views differ somewhere
+    seen = []
+    real = detector.mask
+    detector.mask = lambda rgb, flip=False: (seen.append(flip), real(rgb, flip))[1]
+    try:
+        D.candidate_quads(frame, detector)
+        D.candidate_quads(frame, detector, cuts=D.VIDEO_CUTS, snap=False, closed=())
+    finally:
+        del detector.mask
+    assert seen == [D.IMAGE_FLIP, False] and D.IMAGE_FLIP
 
 
 def test_learned_detector_claims_nothing_on_a_plain_print(model, detector):
