@@ -172,7 +172,8 @@ def get_parser():
     p.add_argument("--img_interval", type=int, default=500, help="steps between TensorBoard frame/mask images")
     p.add_argument("--last_every", type=int, default=250, help="steps between rewrites of <exp>_last.pth")
     p.add_argument("--ckpt_every", type=int, default=2000, help="steps between kept <exp>_<step>.pth")
-    p.add_argument("--no_tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write TensorBoard events (--no-tensorboard: only log.txt and metrics.jsonl)")
     p.add_argument("--no_progress", action="store_true", help="plain log lines instead of a progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of this name")
     return p
