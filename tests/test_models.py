@@ -197,3 +197,28 @@ def test_release_checkpoint_fp16_round_trip(tmp_path):
         assert enc2.secret_dense.weight.dtype == torch.float32
         assert torch.allclose(enc(s, x), enc2(s, x), atol=1e-2) and torch.allclose(dec(x), dec2(x), atol=1e-2)
     assert release_checkpoint.main(args) == 2                     # an existing release is not replaced unasked
+
+
+def test_release_checkpoint_residual_scale_encodes_as_that_strength(tmp_path):
+    """--residual_scale S: the released encoder's residual is S times the original's for any input (the scale is
+    baked into its linear last layer), the decoder is untouched, and a bounded model (tanh: not linear) is refused."""
+    import release_checkpoint
+    cfg = ModelConfig(height=32, width=32)
+    enc, dec, critic = make(cfg)
+    save_checkpoint(tmp_path / "train.pth", cfg, enc, dec, critic, step=5)
+    parse = release_checkpoint.get_parser().parse_args
+    assert release_checkpoint.main(parse([str(tmp_path / "train.pth"), str(tmp_path / "s.pth"), "--dtype", "float32",
+                                          "--residual_scale", "0.9"])) == 0
+    _, enc2, dec2 = load_checkpoint(tmp_path / "s.pth")
+    x, s = torch.rand(2, 3, 32, 32), torch.randint(0, 2, (2, 100)).float()
+    with torch.no_grad():
+        r, r2 = enc(s, x), enc2(s, x)
+        assert r.abs().max() > 1e-3 and torch.allclose(r2, 0.9 * r, atol=1e-6)
+        assert torch.equal(dec(x), dec2(x))
+    assert torch.load(tmp_path / "s.pth", weights_only=True)["residual_scale"] == pytest.approx(0.9)
+    bounded = ModelConfig(height=32, width=32, residual_bound=0.1)
+    enc, dec, critic = make(bounded)
+    save_checkpoint(tmp_path / "b.pth", bounded, enc, dec, critic, step=5)
+    assert release_checkpoint.main(parse([str(tmp_path / "b.pth"), str(tmp_path / "b_rel.pth"),
+                                          "--residual_scale", "0.9"])) == 2
+    assert not (tmp_path / "b_rel.pth").exists()
