@@ -235,17 +235,17 @@ def write_report(results, args):
              f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}, closed "
              f"{tuple(getattr(args, 'closed_cuts', ()))}; quads snapped to edges: "
              f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}"
-             + (f"; stamps encoded with --optimize {args.optimize}" if args.optimize else ""), "",
-             "End-to-end recovery (detection rate, the best candidate quad's corner error in % of the stamp's size)", "",
-             "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
-             "|---|" + "---|" * len(tilts)]
-    for size in args.sizes:
-        row = [c for c in results["cells"] if c["size"] == size]
-        lines.append(f"| {size:.0%} | " + " | ".join(
-            f"{c['recovered']:.2f} ({c['detected']:.2f}, " + (f"{c['corner_error_pct']:.1f}%" if c[
-                "corner_error_pct"] is not None else "-") + ")" for c in row) + " |")
+             + (f"; stamps encoded with --optimize {args.optimize}" if args.optimize else "")]
     cells = results["cells"]
-    if cells:
+    if cells:                                   # (--scenes 0: speed and stamp-free scenes only)
+        lines += ["", "End-to-end recovery (detection rate, the best candidate quad's corner error in % of the "
+                      "stamp's size)", "", "| stamp area | " + " | ".join(f"tilt {t:.0f} deg" for t in tilts) + " |",
+                  "|---|" + "---|" * len(tilts)]
+        for size in args.sizes:
+            row = [c for c in cells if c["size"] == size]
+            lines.append(f"| {size:.0%} | " + " | ".join(
+                f"{c['recovered']:.2f} ({c['detected']:.2f}, " + (f"{c['corner_error_pct']:.1f}%" if c[
+                    "corner_error_pct"] is not None else "-") + ")" for c in row) + " |")
         total = sum(c["scenes"] for c in cells)
         count = lambda key: round(sum(c[key] * c["scenes"] for c in cells))
         read, at_truth, quad = count("recovered"), count("read_at_true_corners"), count("missed_for_the_quad")
@@ -265,18 +265,23 @@ def write_report(results, args):
         for size in args.sizes:
             lines.append(f"| {size:.0%} | " + " | ".join(pct(c["reported_corner_error_pct"]) for c in cells
                                                          if c["size"] == size) + " |")
-    lines += ["", f"Scenes without an encoded stamp: {results['negatives']} ({results['negatives'] // 2} empty, the "
-                  f"rest with a plain printed photo): {results['false_detections']} false detections on the empty "
-                  f"ones, {results['false_messages']} false messages; {results['negative_s_per_scene']:.2f} s per "
-                  f"scene to find and read (scene making excluded).", "",
-              f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
-              f"cuts {D.IMAGE_CUTS}, closed cuts {D.IMAGE_CLOSED}, snapped quads, up to {D.IMAGE_REFINE} regions searched around):", "",
+    if results["negatives"]:
+        lines += ["", f"Scenes without an encoded stamp: {results['negatives']} ({results['negatives'] // 2} empty, "
+                      f"the rest with a plain printed photo): {results['false_detections']} false detections on the "
+                      f"empty ones, {results['false_messages']} false messages; {results['negative_s_per_scene']:.2f} "
+                      f"s per scene to find and read (scene making excluded)."]
+    lines += ["", f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
+              f"cuts {D.IMAGE_CUTS}, closed cuts {D.IMAGE_CLOSED}, snapped quads"
+              f"{', the mirrored view' if D.IMAGE_FLIP else ''}, "
+              f"up to {D.IMAGE_REFINE} regions moved onto edges and searched around):", "",
               "| frame | fps | detect ms | rectify ms | decode ms | stamp read |", "|---|---|---|---|---|---|"]
     for label, s in results["speed"].items():
         lines.append(f"| {label} | {s['fps']:.1f} | {s['detect_ms']:.1f} | {s['rectify_ms']:.1f} | "
                      f"{s['decode_ms']:.1f} | {'yes' if s['read'] else 'no'} |")
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    if not cells:
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -401,6 +401,26 @@ def test_evaluate_detector_splits_the_misses(tmp_path, monkeypatch):
         open(tmp_path / "out" / "results.md").read()
 
 
+def test_evaluate_detector_speed_only(tmp_path):
+    """--scenes 0 --negatives 0 measures the speed rows alone: the report holds the four speed rows and no empty
+    recovery tables, stamp-free line or plot (which it printed with blank cells before)."""
+    import evaluate_detector as E
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(2):
+        Image.open(os.path.join(ROOT, "examples", "chelsea.jpg")).rotate(90 * i, expand=True).save(src / f"p{i}.jpg")
+    out = tmp_path / "out"
+    assert E.main(E.get_parser().parse_args(["--images_dir", str(src), "--scenes", "0", "--negatives", "0",
+                                             "--out_dir", str(out)])) == 0
+    report = open(out / "results.md").read()
+    assert "End-to-end recovery" not in report and "without an encoded stamp" not in report
+    assert [line.split(" |")[0] for line in report.splitlines() if line.startswith(("| 720p", "| 1080p"))] == \
+        ["| 720p, video cuts", "| 720p, photo cuts", "| 1080p, video cuts", "| 1080p, photo cuts"]
+    assert not (out / "plot_recovery.png").exists()
+    assert set(json.load(open(out / "results.json"))["speed"]) == {"720p, video cuts", "720p, photo cuts",
+                                                                   "1080p, video cuts", "1080p, photo cuts"}
+
+
 def test_evaluate_detector_reports_the_corners_it_was_given(tmp_path, monkeypatch):
     """evaluate_detector.py measures the corner error of the corners a message is reported with (after the search),
     not only the best candidate's: a reader that returns every stamp's true corners shifted by 5% of its size must
