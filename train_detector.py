@@ -86,13 +86,13 @@ def residual_pool(photos, n, model, rng, side=256):
     return pool
 
 
-def make_stamp(photos, residuals, rng, sides=(160, 400)):
-    """A photo to be printed: a random crop (aspect 2:3 .. 3:2, 30-100% of the photo) of a random training photo at
-    a random size; half of them (when there are residuals) carry a StegaStamp residual at strength 0.5-1.5. Fresh
-    each time: a detector that memorised a fixed set of stamps would not find new ones."""
+def make_stamp(photos, residuals, rng, sides=(160, 400), photo=None):
+    """A photo to be printed: a random crop (aspect 2:3 .. 3:2, 30-100% of the photo) of a random training photo
+    (or of `photo`) at a random size; half of them (when there are residuals) carry a StegaStamp residual at strength
+    0.5-1.5. Fresh each time: a detector that memorised a fixed set of stamps would not find new ones."""
     import cv2
     aspect = ASPECTS[rng.integers(len(ASPECTS))]
-    img = crop(photos[rng.integers(len(photos))], rng, aspect, 0.3)
+    img = crop(photos[rng.integers(len(photos))] if photo is None else photo, rng, aspect, 0.3)
     side = int(rng.integers(*sides))                                        # the long side
     size = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
     img = cv2.resize(np.ascontiguousarray(img), size, interpolation=cv2.INTER_AREA)
@@ -107,8 +107,8 @@ class SceneDataset(Dataset):
     fresh stamps (make_stamp), everything else from the seed (a resumed run sees the same frames). uint8 keeps the
     workers cheap; the training loop scales the batch to [0,1]."""
 
-    def __init__(self, photos, residuals, size):
-        self.photos, self.residuals, self.size = photos, residuals, size
+    def __init__(self, photos, residuals, size, same_photo=0.0):
+        self.photos, self.residuals, self.size, self.same_photo = photos, residuals, size, same_photo
 
     def __len__(self):
         return len(self.photos)
@@ -116,12 +116,17 @@ class SceneDataset(Dataset):
     def __getitem__(self, key):
         idx, seed = key
         rng = np.random.default_rng(seed)
-        if rng.random() < 0.15:         # a table or a wall: a flat colour with a gradient
+        flat = rng.random() < 0.15
+        if flat:                        # a table or a wall: a flat colour with a gradient
             bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
             bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
         else:
             bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
-        stamps = [make_stamp(self.photos, self.residuals, rng) for _ in range(rng.choice(STAMP_COUNTS))]
+        # --same_photo: a stamp cut from the background's own photo, so that only its outline tells them apart (no
+        # draw at all when 0, so that earlier runs' scenes stay as they were)
+        same = lambda: self.same_photo > 0 and not flat and rng.random() < self.same_photo
+        stamps = [make_stamp(self.photos, self.residuals, rng, photo=self.photos[idx] if same() else None)
+                  for _ in range(rng.choice(STAMP_COUNTS))]
         scene = make_scene(rng, bg, stamps, (self.size, self.size), area=(0.05, 0.9), max_tilt=55,
                            camera_strength=rng.uniform(0.3, 1.3))
         return torch.from_numpy(np.ascontiguousarray(scene.frame.transpose(2, 0, 1))), torch.from_numpy(scene.mask)[None]
@@ -152,6 +157,9 @@ def get_parser():
     p.add_argument("--size", type=int, default=256, help="side of the square training frames (multiple of 16)")
     p.add_argument("--width", type=int, default=16, help="detector width (channels of the first stage)")
     p.add_argument("--input_side", type=int, default=384, help="long side frames are resized to when detecting")
+    p.add_argument("--same_photo", type=float, default=0.0, metavar="P",
+                   help="probability that a stamp is cut from the background's own photo (only its outline then tells "
+                        "them apart)")
     p.add_argument("--num_steps", type=int, default=6000, help="training steps in all (a resumed run goes on)")
     p.add_argument("--batch_size", type=int, default=16, help="frames per step")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 5%% over the run)")
@@ -232,7 +240,7 @@ def main(args):
     t = time.time()
     residuals = residual_pool(photos, args.pool, model, rng)
     log.print(f"{len(photos)} photos from {args.train_path}; {len(residuals)} residuals made in {time.time() - t:.0f} s")
-    ds = SceneDataset(photos, residuals, args.size)
+    ds = SceneDataset(photos, residuals, args.size, args.same_photo)
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
                         sampler=SeededSampler(len(ds), args.seed, 0, start=start * args.batch_size),
                         persistent_workers=args.workers > 0, drop_last=True, generator=torch.Generator())
