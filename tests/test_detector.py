@@ -147,3 +147,28 @@ def test_order_corners_any_rotation(turn):
     x, y = ordered[:, 0], ordered[:, 1]
     assert np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)) > 0            # clockwise on screen (y down)
     assert np.argmin(ordered.sum(1)) == 0
+
+
+def test_same_photo_cuts_stamps_from_the_background_photo():
+    """--same_photo 1: every stamp of a photo background is a crop of that background's photo (here a red one among
+    blue ones, so the stamp's pixels are red); 0: stamps come from any photo (blue ones appear). Catches the flag
+    being ignored or picking the wrong photo."""
+    import train_detector as T
+    red, blue = np.zeros((96, 128, 3), np.uint8), np.zeros((96, 128, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 200, 200
+    photos = [red, blue, blue, blue]
+
+    def stamp_colours(same):
+        ds, out = T.SceneDataset(photos, [], 96, same_photo=same), []
+        for seed in range(40):
+            frame, mask = ds[(0, seed)]
+            frame, mask = frame.numpy().astype(float), mask.numpy()[0] > 0
+            bg = frame[:, ~mask].mean(1)
+            if mask.sum() > 50 and bg[0] > max(bg[1], bg[2]) + 40:  # a stamp, on the red photo (not a flat table)
+                inside = frame[:, mask].mean(1)
+                out.append(inside[0] > inside[2])
+        return out
+
+    same, other = stamp_colours(1.0), stamp_colours(0.0)
+    assert len(same) >= 10 and all(same)
+    assert not all(other)
