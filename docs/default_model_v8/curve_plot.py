@@ -19,7 +19,8 @@ SELECT = [os.path.join(HERE, "..", "default_model_v7", "select"), os.path.join(H
 LABELS = {"shipped": "v6", "enc_m2_final_s1.0": "v7 (default)", "enc_m1_1000_s1.0": "v6 enc. fine-tune, weight 1",
           "enc_m1_2000_s1.0": "weight 1, 2k steps", "v8_w35_1634": "v8 w0.35 (H100)", "v8_w50_1595": "v8 w0.5",
           "v8_w50v4_1657": "v8 w0.5 4 copies", "v8_w75_1649": "v8 w0.75", "v9_cpu_final": "v9_cpu",
-          "v10_cpu_final": "v10_cpu", "v10_cpu_9000": "v10_cpu 9k"}
+          "v10_cpu_final": "v10_cpu", "v10_cpu_9000": "v10_cpu 9k",
+          "v11_cpu_17000": "v11_cpu 17k", "v11_cpu_final": "v11_cpu"}
 ALIAS = {"enc_m2_final_s1.0": "v7_s1.0", "v9_cpu_final": "v9_cpu_final_s1.0", "v10_cpu_final": "v10_cpu_final_s1.0",
          "v8_w35_1634": "v8_w35_1634_s1.0", "v8_w50_1595": "v8_w50_1595_s1.0"}
 
