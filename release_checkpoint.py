@@ -44,10 +44,10 @@ def main(args) -> int:
     dtype = getattr(torch, args.dtype)
     cast = lambda sd: {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     common = {"format_version": CHECKPOINT_FORMAT_VERSION, "step": ckpt["step"], "train_args": ckpt.get("train_args", {})}
-    if kind == "detector" and args.residual_scale != 1.0:
-        print("error: --residual_scale is for StegaStamp models, not a detector", file=sys.stderr)
-        return 2
     if kind == "detector":
+        if args.residual_scale != 1.0:
+            print("error: --residual_scale is for StegaStamp models, not a detector", file=sys.stderr)
+            return 2
         release = {**common, "detector_config": ckpt["detector_config"], "detector": cast(ckpt["detector"]), "opt": None}
     else:
         release = {**common, "model_config": ckpt["model_config"], "encoder": cast(ckpt["encoder"]),
