@@ -11,18 +11,24 @@
 #   `git reset -q pretrained` and drop those lines.
 #   Unpack here: python docs/default_model_v8/unpack.py OUT_DIR checkpoints/v8   (full checkpoints with v7's decoder)
 #   MIN=8 bash docs/default_model_v8/gpu_run.sh   (from the repo root; OUT defaults to out/gpu_v8)
+# Session 17's runs from v11 (docs/default_model_v12/rule.md; pretrained/stegastamp_128.pth also left behind):
+#   INIT=pretrained/stegastamp_128_v11.pth REFERENCE=pretrained/stegastamp_128_v6.pth BS=32 CKPT_EVERY=500 \
+#   RUNS="v12_w75 v12_w100 v12_w150 v12_w200" EXTRA="--batch_views --no-tensorboard" MIN=8 bash docs/default_model_v8/gpu_run.sh
 set -u
 MIN=${MIN:-8}; OUT=${OUT:-out/gpu_v8}; PHOTOS=${PHOTOS:-.gpu/photos}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-rm -rf logs/v8_* checkpoints/v8_*   # a warm machine keeps an earlier try's
-COMMON="--init_from pretrained/stegastamp_128_v7.pth --reference pretrained/stegastamp_128.pth --train_path $PHOTOS
+RUNS=${RUNS:-"v8_w35 v8_w50 v8_w75 v8_w50v4"}; PIDS=""
+for r in $RUNS; do rm -rf "logs/$r" "checkpoints/$r"; done   # a warm machine keeps an earlier try's
+COMMON="--init_from ${INIT:-pretrained/stegastamp_128_v7.pth} --reference ${REFERENCE:-pretrained/stegastamp_128.pth}
+ --train_path $PHOTOS
  --num_steps 1000000 --time_limit $MIN --batch_size ${BS:-16} --workers ${WORKERS:-2} --log_interval 100
  --last_every 1000 --ckpt_every ${CKPT_EVERY:-1000} --no_progress ${EXTRA:-}"
 declare -A FLAGS=([v8_w35]="--energy_weight 0.35 --seed 81" [v8_w50]="--energy_weight 0.5 --seed 82"
-                  [v8_w75]="--energy_weight 0.75 --seed 83" [v8_w50v4]="--energy_weight 0.5 --views 4 --seed 84")
-RUNS=${RUNS:-"v8_w35 v8_w50 v8_w75 v8_w50v4"}; PIDS=""
+                  [v8_w75]="--energy_weight 0.75 --seed 83" [v8_w50v4]="--energy_weight 0.5 --views 4 --seed 84"
+                  [v12_w75]="--energy_weight 0.75 --seed 121" [v12_w100]="--energy_weight 1.0 --seed 122"
+                  [v12_w150]="--energy_weight 1.5 --seed 123" [v12_w200]="--energy_weight 2.0 --seed 124")
 for r in $RUNS; do
   python3 finetune_encoder.py $r $COMMON ${FLAGS[$r]} > "$OUT/$r.log" 2>&1 &
   PIDS="$PIDS $!"
@@ -53,4 +59,4 @@ for r in runs:
     torch.save({"run": r, "encoders": encoders, "train_args": train_args}, f"{out}/{r}_encoders.pth")
     print(r, "steps", sorted(encoders), f"{os.path.getsize(f'{out}/{r}_encoders.pth') / 1e6:.1f} MB")
 PY
-tar czf "$OUT/logs.tgz" logs/v8_* "$OUT"/*.log 2>/dev/null && rm -f "$OUT"/*.log  # at most 8 files come back
+tar czf "$OUT/logs.tgz" $(for r in $RUNS; do [ -d "logs/$r" ] && echo "logs/$r"; done) "$OUT"/*.log 2>/dev/null && rm -f "$OUT"/*.log  # at most 8 files come back
