@@ -11,7 +11,8 @@
 #   `git reset -q pretrained` and drop those lines.
 #   Unpack here: python docs/default_model_v8/unpack.py OUT_DIR checkpoints/v8   (full checkpoints with v7's decoder)
 #   MIN=8 bash docs/default_model_v8/gpu_run.sh   (from the repo root; OUT defaults to out/gpu_v8)
-# Session 17's runs from v11 (docs/default_model_v12/rule.md; pretrained/stegastamp_128.pth also left behind):
+# Session 17's runs from v11 (docs/default_model_v12/rule.md; pretrained/stegastamp_128.pth, then v7, also left behind;
+# v11 was then pretrained/stegastamp_128_v11.pth and is pretrained/stegastamp_128.pth since):
 #   INIT=pretrained/stegastamp_128_v11.pth REFERENCE=pretrained/stegastamp_128_v6.pth BS=32 CKPT_EVERY=500 \
 #   RUNS="v12_w75 v12_w100 v12_w150 v12_w200" EXTRA="--batch_views --no-tensorboard" MIN=8 bash docs/default_model_v8/gpu_run.sh
 set -u

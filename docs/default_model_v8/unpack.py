@@ -2,6 +2,9 @@
 the fine-tune never moves) with the encoder replaced, one per kept step.
 
     python docs/default_model_v8/unpack.py /path/to/out checkpoints/v8     # -> checkpoints/v8/<run>_<step>.pth
+    python docs/default_model_v8/unpack.py /path/to/out checkpoints/v12 pretrained/stegastamp_128.pth   # session 17 (v11)
+
+The third argument names the released model whose decoder (and config) the checkpoints get (default: v7's).
 """
 import glob
 import os
@@ -16,6 +19,7 @@ BASE = "pretrained/stegastamp_128_v7.pth"
 
 if __name__ == "__main__":
     src, dst = sys.argv[1:3]
+    BASE = sys.argv[3] if len(sys.argv) > 3 else BASE
     os.makedirs(dst, exist_ok=True)
     cfg, encoder, decoder = load_checkpoint(BASE)
     for path in sorted(glob.glob(os.path.join(src, "*_encoders.pth"))):
