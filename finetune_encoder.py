@@ -15,6 +15,9 @@ JPEG down to --jpeg_quality), and the loss asks every bit of every copy for a lo
 --energy_weight x the residual's energy relative to the starting encoder's on the same crop and bits (a frozen
 copy of it is kept in the checkpoint, so a resumed run measures against the same reference). --reference names
 another model's encoder as the reference: a released fine-tuned model goes on against the model it started from.
+--train_decoder also trains the decoder (at --decoder_lr), on the same copies and on copies of the reference encoder's
+images of the same crops and bits (weight --reference_weight), so that the decoder learns the fainter residual and
+still reads what the reference model made; without it the decoder is frozen and every earlier image reads as before.
 
 Checkpoints (atomic; primitives and state_dicts only) go to checkpoints/<exp_name>/: <exp>_last.pth every
 --last_every steps (resume with --pretrained: exact, the data and the views are drawn from (seed, step)),
@@ -63,6 +66,14 @@ def get_parser():
                         "level, saturation, JPEG quality) shared by the step's copies, as train_pytorch.py's are: "
                         "faster, most of all on a GPU, where crop-by-crop calls leave it waiting on Python")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate of the encoder")
+    p.add_argument("--train_decoder", action="store_true",
+                   help="train the decoder too (default: frozen): it reads the step's copies and, weighted by "
+                        "--reference_weight, copies of the reference encoder's images of the same crops, so that "
+                        "images the reference model made still read. Changes the decoder: images of models with the "
+                        "old decoder then read only as far as the reference term keeps them")
+    p.add_argument("--decoder_lr", type=float, default=1e-5, help="with --train_decoder: the decoder's learning rate")
+    p.add_argument("--reference_weight", type=float, default=1.0,
+                   help="with --train_decoder: weight of the margin loss on the reference encoder's images")
     p.add_argument("--margin", type=float, default=2.0, help="logit margin asked of every bit (as OPT_MARGIN)")
     p.add_argument("--energy_weight", type=float, default=1.0,
                    help="weight of the residual's energy relative to the starting encoder's (as OPT_ENERGY)")
@@ -108,17 +119,23 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
         with torch.no_grad():
             r0 = reference(secret, image).float()
         ups = torch.randint(len(UPSAMPLE), (image.shape[0],), generator=gen).tolist()
-        resampled = r             # as encode + decode resample it, one call per upsampling factor
-        for k in sorted(set(ups)):
-            idx = torch.tensor([i for i, u in enumerate(ups) if u == k], device=r.device)
-            resampled = resampled.index_copy(0, idx, through_cover(r[idx], (h * UPSAMPLE[k], w * UPSAMPLE[k])))
-        encoded = (image + resampled).clamp(0, 1)
-        if args.batch_views:      # one noise-layer call for every copy
-            views = random_views(encoded, args.views, args.persp, aug, dev_gen, gen)
-        else:                     # crop by crop: each crop's copies get their own blur, noise, JPEG quality
-            views = torch.cat([random_views(encoded[i:i + 1], args.views, args.persp, aug, dev_gen, gen)
-                               for i in range(len(ups))])
+
+        def copies(residual):     # encoded crops (resampled as encode + decode do) -> their camera-like copies
+            resampled = residual  # one resampling call per upsampling factor
+            for k in sorted(set(ups)):
+                idx = torch.tensor([i for i, u in enumerate(ups) if u == k], device=residual.device)
+                up = through_cover(residual[idx], (h * UPSAMPLE[k], w * UPSAMPLE[k]))
+                resampled = resampled.index_copy(0, idx, up)
+            encoded = (image + resampled).clamp(0, 1)
+            if args.batch_views:  # one noise-layer call for every copy
+                return encoded, random_views(encoded, args.views, args.persp, aug, dev_gen, gen)
+            return encoded, torch.cat([random_views(encoded[i:i + 1], args.views, args.persp, aug, dev_gen, gen)
+                                       for i in range(len(ups))])   # crop by crop: own blur, noise, JPEG quality
+
+        encoded, views = copies(r)
         logits = decoder(views).float()
+        if args.train_decoder and args.reference_weight > 0:
+            logits0 = decoder(copies(r0)[1]).float()
     bits = secret.repeat_interleave(args.views, 0)
     msg = margin_loss(logits, bits, args.margin)
     energy = ((r ** 2).mean((1, 2, 3)) / ((r0 ** 2).mean((1, 2, 3)) + 1e-12)).mean()
@@ -126,6 +143,11 @@ def margin_step(encoder, reference, decoder, image, secret, args, gen, dev_gen, 
     logs = {"loss/margin": msg.item(), "loss/energy_ratio": energy.item(),
             "metric/bit_acc_views": ((logits > 0).float() == bits).float().mean().item(),
             "metric/psnr_gain_db": -10 * float(np.log10(max(energy.item(), 1e-9)))}
+    if args.train_decoder and args.reference_weight > 0:
+        msg0 = margin_loss(logits0, bits, args.margin)
+        loss = loss + args.reference_weight * msg0
+        logs.update({"loss/margin_reference": msg0.item(),
+                     "metric/bit_acc_reference": ((logits0 > 0).float() == bits).float().mean().item()})
     return loss, logs, r, encoded, views
 
 
@@ -156,19 +178,29 @@ def main(args) -> int:
         reference = StegaStampEncoder(cfg).to(device)
         load_state(reference, ckpt["reference_encoder"], "reference_encoder", args.pretrained)
     reference.eval().requires_grad_(False)
-    decoder.eval().requires_grad_(False)
+    decoder.eval().requires_grad_(args.train_decoder)     # no dropout or batch norm: eval() changes nothing else
     encoder.train()
-    opt = make_adam(encoder.parameters(), args.lr)
+    groups = [{"params": list(encoder.parameters()), "lr": args.lr}]
+    if args.train_decoder:
+        groups.append({"params": list(decoder.parameters()), "lr": args.decoder_lr})
+    opt = make_adam(groups, args.lr)
     start = 0
     if args.pretrained:
+        if len(ckpt["opt_g"]["param_groups"]) != len(groups):
+            print(f"error: {args.pretrained}: trained {'without' if args.train_decoder else 'with'} --train_decoder; "
+                  f"resume it the same way", file=sys.stderr)
+            return 2
         opt.load_state_dict(ckpt["opt_g"])
+        for g, want in zip(opt.param_groups, groups):      # the learning rates asked now, not the checkpoint's
+            g["lr"] = want["lr"]
         start = int(ckpt["step"])
     ds = ImageFolderDataset(args.train_path, (cfg.height, cfg.width), cfg.secret_size, min_scale=args.random_crop)
     autocast, _ = amp_tools(args.amp, device)
     ckpt_dir = os.path.join(args.checkpoints_dir, args.exp_name)
     os.makedirs(ckpt_dir, exist_ok=True)
     log = Logger(args, True)
-    log.print(f"{args.exp_name}: encoder of {args.pretrained or args.init_from} against its frozen decoder, "
+    log.print(f"{args.exp_name}: encoder of {args.pretrained or args.init_from} against its "
+              f"{'decoder, trained too' if args.train_decoder else 'frozen decoder'}, "
               f"steps {start}..{args.num_steps}, {len(ds)} photos, device {device}")
 
     def save(path, step):
@@ -196,9 +228,11 @@ def main(args) -> int:
             means = {k: v / args.log_interval for k, v in sums.items()}
             sums = {}
             log.scalars(step, means)
+            ref = (f" | of the reference's {means['metric/bit_acc_reference']:.4f}"
+                   if "metric/bit_acc_reference" in means else "")
             log.print(f"step {step:06d} | margin loss {means['loss/margin']:.3f} | energy "
-                      f"{means['loss/energy_ratio']:.3f} ({means['metric/psnr_gain_db']:+.2f} dB) | bit acc of the copies "
-                      f"{means['metric/bit_acc_views']:.4f} | {time.time() - t0:.0f} s")
+                      f"{means['loss/energy_ratio']:.3f} ({means['metric/psnr_gain_db']:+.2f} dB) | bit acc of the "
+                      f"copies {means['metric/bit_acc_views']:.4f}{ref} | {time.time() - t0:.0f} s")
             log.images(step, {"encoded": encoded, "residual": r, "transformed": views[::args.views]}, image)
         out_of_time = args.time_limit is not None and time.time() - t0 > 60 * args.time_limit
         last, kept = (os.path.join(ckpt_dir, f"{args.exp_name}_{s}.pth") for s in ("last", step))

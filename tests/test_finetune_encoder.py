@@ -116,3 +116,30 @@ def test_grouped_resampling_matches_crop_by_crop_and_batched_views_keep_each_cro
         assert torch.allclose(out[3], alone, atol=1e-6)
         assert out[4].shape == (6 * args.views, 3, 32, 32)
     assert run(setup, "bv", "--num_steps", "3", "--init_from", str(setup / "init.pth"), "--batch_views") == 0
+
+
+def test_train_decoder_moves_both_reads_the_reference_and_resumes_exactly(setup, capsys):
+    """--train_decoder: the decoder is trained too (the default run leaves it bit for bit, above), with the margin on
+    the reference encoder's images logged; 2 + 2 resumed steps give the same encoder and decoder as 4; a run resumed
+    without the flag (or one trained without it, resumed with it) is refused in one line."""
+    init = str(setup / "init.pth")
+    flags = ("--train_decoder", "--decoder_lr", "1e-3")
+    assert run(setup, "joint", "--num_steps", "4", "--init_from", init, *flags) == 0
+    start, joint = read_checkpoint(init), read_checkpoint(setup / "ckpt" / "joint" / "joint_final.pth")
+    assert any(not torch.equal(start["decoder"][k], v) for k, v in joint["decoder"].items())
+    assert any(not torch.equal(start["encoder"][k], v) for k, v in joint["encoder"].items())
+    rows = [json.loads(line) for line in open(setup / "logs" / "joint" / "metrics.jsonl")]
+    assert all("loss/margin_reference" in r and 0 <= r["metric/bit_acc_reference"] <= 1 for r in rows)
+    run(setup, "jpart", "--num_steps", "2", "--init_from", init, "--last_every", "2", *flags)
+    last = str(setup / "ckpt" / "jpart" / "jpart_last.pth")
+    capsys.readouterr()
+    assert run(setup, "jpart", "--num_steps", "4", "--pretrained", last) == 2      # the flag forgotten
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resume it the same way" in err[0]
+    assert run(setup, "jpart", "--num_steps", "4", "--pretrained", last, *flags) == 0
+    part = read_checkpoint(setup / "ckpt" / "jpart" / "jpart_final.pth")
+    for what in ("encoder", "decoder"):
+        assert all(torch.equal(joint[what][k], v) for k, v in part[what].items())
+    run(setup, "frozen", "--num_steps", "2", "--init_from", init, "--last_every", "2")
+    assert run(setup, "frozen", "--num_steps", "3", "--pretrained",
+               str(setup / "ckpt" / "frozen" / "frozen_last.pth"), *flags) == 2
