@@ -210,7 +210,7 @@ def main(args) -> int:
     loader = DataLoader(StepBatches(ds, args.seed, args.batch_size), batch_size=None, num_workers=args.workers,
                         sampler=range(start + 1, args.num_steps + 1), pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if args.workers else None)
-    t0, sums, step = time.time(), {}, start
+    t0, sums, summed, step = time.time(), {}, 0, start
     for step, (image, secret) in enumerate(loader, start + 1):
         image, secret = image.to(device, non_blocking=True), secret.to(device, non_blocking=True)
         seed = args.seed * 1_000_003 + step                      # the step's views: a resumed run draws the same
@@ -223,10 +223,11 @@ def main(args) -> int:
         opt.step()
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
+        summed += 1
         log.update_bar(1)
         if step % args.log_interval == 0:
-            means = {k: v / args.log_interval for k, v in sums.items()}
-            sums = {}
+            means = {k: v / summed for k, v in sums.items()}     # a resumed run's first row has fewer steps
+            sums, summed = {}, 0
             log.scalars(step, means)
             ref = (f" | of the reference's {means['metric/bit_acc_reference']:.4f}"
                    if "metric/bit_acc_reference" in means else "")

@@ -143,3 +143,14 @@ def test_train_decoder_moves_both_reads_the_reference_and_resumes_exactly(setup,
     run(setup, "frozen", "--num_steps", "2", "--init_from", init, "--last_every", "2")
     assert run(setup, "frozen", "--num_steps", "3", "--pretrained",
                str(setup / "ckpt" / "frozen" / "frozen_last.pth"), *flags) == 2
+
+
+def test_a_resumed_runs_first_log_row_is_the_mean_of_its_own_steps(setup):
+    """Resumed at step 2 with rows every 4 steps, the first row holds steps 3-4 only: it is their mean, not their sum
+    over 4. With lr 0 the encoder stays its own reference, so every step's energy ratio is exactly 1."""
+    init = str(setup / "init.pth")
+    run(setup, "r", "--num_steps", "2", "--init_from", init, "--last_every", "2", "--lr", "0")
+    assert run(setup, "r", "--num_steps", "4", "--pretrained", str(setup / "ckpt" / "r" / "r_last.pth"),
+               "--log_interval", "4", "--lr", "0") == 0
+    rows = [json.loads(line) for line in open(setup / "logs" / "r" / "metrics.jsonl")]
+    assert rows[-1]["step"] == 4 and rows[-1]["loss/energy_ratio"] == pytest.approx(1.0)
