@@ -10,6 +10,8 @@
 #   printf '/pretrained/onnx/*.onnx\n/pretrained/lpips_alexnet.npz\n' >> .git/info/exclude`, afterwards
 #   `git reset -q pretrained` and drop those lines.
 #   Unpack here: python docs/default_model_v8/unpack.py OUT_DIR checkpoints/v8   (full checkpoints with v7's decoder)
+#   Runs with --train_decoder (in EXTRA) come back as the middle kept checkpoint and the final only, each decoder in
+#   <run>_decoder_<step>.pth beside <run>_encoders.pth (a file may hold 16 MiB); unpack.py puts each back with its own.
 #   MIN=8 bash docs/default_model_v8/gpu_run.sh   (from the repo root; OUT defaults to out/gpu_v8)
 # Session 17's runs from v11 (docs/default_model_v12/rule.md; pretrained/stegastamp_128.pth, then v7, also left behind;
 # v11 was then pretrained/stegastamp_128_v11.pth and is pretrained/stegastamp_128.pth since):
@@ -29,7 +31,9 @@ COMMON="--init_from ${INIT:-pretrained/stegastamp_128_v7.pth} --reference ${REFE
 declare -A FLAGS=([v8_w35]="--energy_weight 0.35 --seed 81" [v8_w50]="--energy_weight 0.5 --seed 82"
                   [v8_w75]="--energy_weight 0.75 --seed 83" [v8_w50v4]="--energy_weight 0.5 --views 4 --seed 84"
                   [v12_w75]="--energy_weight 0.75 --seed 121" [v12_w100]="--energy_weight 1.0 --seed 122"
-                  [v12_w150]="--energy_weight 1.5 --seed 123" [v12_w200]="--energy_weight 2.0 --seed 124")
+                  [v12_w150]="--energy_weight 1.5 --seed 123" [v12_w200]="--energy_weight 2.0 --seed 124"
+                  [v15_w100]="--energy_weight 1.0 --seed 151 --train_decoder"
+                  [v15_w150]="--energy_weight 1.5 --seed 152 --train_decoder")   # the decoder trained too: v13's line
 for r in $RUNS; do
   python3 finetune_encoder.py $r $COMMON ${FLAGS[$r]} > "$OUT/$r.log" 2>&1 &
   PIDS="$PIDS $!"
@@ -50,13 +54,23 @@ import glob, os, re, sys, torch
 out, runs = sys.argv[1], sys.argv[2:]
 for r in runs:
     kept = sorted(glob.glob(f"checkpoints/{r}/{r}_[0-9]*.pth"), key=lambda p: int(re.findall(r"_(\d+)\.pth$", p)[0]))
-    kept = kept[::max(1, -(-len(kept) // 5))] + [f"checkpoints/{r}/{r}_final.pth"]   # at most 5 + the final
+    final = f"checkpoints/{r}/{r}_final.pth"
+    joint = os.path.exists(final) and torch.load(final, map_location="cpu", weights_only=True)["train_args"].get(
+        "train_decoder", False)                      # the decoder trained too: each kept step needs its own decoder
+    half = lambda state: {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    if joint:     # the middle kept checkpoint and the final, their decoders in files of their own (~11 MB each)
+        kept = kept[(len(kept) - 1) // 2:(len(kept) - 1) // 2 + 1] + [final]
+    else:
+        kept = kept[::max(1, -(-len(kept) // 5))] + [final]   # at most 5 + the final
     encoders, train_args = {}, {}
     for p in kept:
         if os.path.exists(p):
             c = torch.load(p, map_location="cpu", weights_only=True)
             train_args = c["train_args"]
-            encoders[int(c["step"])] = {k: v.half() if v.is_floating_point() else v for k, v in c["encoder"].items()}
+            encoders[int(c["step"])] = half(c["encoder"])
+            if joint:
+                torch.save({"run": r, "step": int(c["step"]), "decoder": half(c["decoder"])},
+                           f"{out}/{r}_decoder_{int(c['step'])}.pth")
     torch.save({"run": r, "encoders": encoders, "train_args": train_args}, f"{out}/{r}_encoders.pth")
     print(r, "steps", sorted(encoders), f"{os.path.getsize(f'{out}/{r}_encoders.pth') / 1e6:.1f} MB")
 PY

@@ -4,7 +4,8 @@ the fine-tune never moves) with the encoder replaced, one per kept step.
     python docs/default_model_v8/unpack.py /path/to/out checkpoints/v8     # -> checkpoints/v8/<run>_<step>.pth
     python docs/default_model_v8/unpack.py /path/to/out checkpoints/v12 pretrained/stegastamp_128.pth   # session 17 (v11)
 
-The third argument names the released model whose decoder (and config) the checkpoints get (default: v7's).
+The third argument names the released model whose decoder (and config) the checkpoints get (default: v7's); a
+--train_decoder run's steps get their own decoders (<run>_decoder_<step>.pth beside the encoders).
 """
 import glob
 import os
@@ -27,8 +28,14 @@ if __name__ == "__main__":
         for step, state in sorted(packed["encoders"].items()):
             load_state(encoder, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                        "encoder", path)
+            trained = os.path.join(src, f"{packed['run']}_decoder_{step}.pth")    # a --train_decoder run's own
+            _, _, decoder = load_checkpoint(BASE)
+            if os.path.exists(trained):
+                dec = torch.load(trained, map_location="cpu", weights_only=True)["decoder"]
+                load_state(decoder, {k: v.float() if v.is_floating_point() else v for k, v in dec.items()},
+                           "decoder", trained)
             out = os.path.join(dst, f"{packed['run']}_{step}.pth")
             save_checkpoint(out, cfg, encoder.half(), decoder.half(), step=step, train_args=packed["train_args"],
-                            decoder_from=BASE)
-            encoder.float(), decoder.float()
+                            decoder_from=trained if os.path.exists(trained) else BASE)
+            encoder.float()
             print(out)
