@@ -23,19 +23,19 @@ if __name__ == "__main__":
     BASE = sys.argv[3] if len(sys.argv) > 3 else BASE
     os.makedirs(dst, exist_ok=True)
     cfg, encoder, decoder = load_checkpoint(BASE)
+    as_float = lambda state: {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    base_decoder = {k: v.clone() for k, v in decoder.state_dict().items()}
     for path in sorted(glob.glob(os.path.join(src, "*_encoders.pth"))):
         packed = torch.load(path, map_location="cpu", weights_only=True)
         for step, state in sorted(packed["encoders"].items()):
-            load_state(encoder, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                       "encoder", path)
+            load_state(encoder, as_float(state), "encoder", path)
             trained = os.path.join(src, f"{packed['run']}_decoder_{step}.pth")    # a --train_decoder run's own
-            _, _, decoder = load_checkpoint(BASE)
-            if os.path.exists(trained):
-                dec = torch.load(trained, map_location="cpu", weights_only=True)["decoder"]
-                load_state(decoder, {k: v.float() if v.is_floating_point() else v for k, v in dec.items()},
-                           "decoder", trained)
+            own = os.path.exists(trained)
+            dec = (as_float(torch.load(trained, map_location="cpu", weights_only=True)["decoder"]) if own
+                   else base_decoder)
+            load_state(decoder, dec, "decoder", trained if own else BASE)
             out = os.path.join(dst, f"{packed['run']}_{step}.pth")
             save_checkpoint(out, cfg, encoder.half(), decoder.half(), step=step, train_args=packed["train_args"],
-                            decoder_from=trained if os.path.exists(trained) else BASE)
-            encoder.float()
+                            decoder_from=trained if own else BASE)
+            encoder.float(), decoder.float()
             print(out)
