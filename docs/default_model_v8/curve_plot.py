@@ -17,7 +17,8 @@ D = ["clean", "jpeg50", "crop10%", "persp5%", "persp10%", "bright1.3", "print_ph
 HERE = os.path.dirname(os.path.abspath(__file__))
 SELECT = [os.path.join(HERE, "..", "default_model_v7", "select"), os.path.join(HERE, "select"),
           os.path.join(HERE, "..", "default_model_v12", "select"),
-          os.path.join(HERE, "..", "default_model_v13", "select")]
+          os.path.join(HERE, "..", "default_model_v13", "select"),
+          os.path.join(HERE, "..", "default_model_v15", "select")]
 LABELS = {"shipped": "v6", "enc_m2_final_s1.0": "v7", "enc_m1_1000_s1.0": "v6 enc. fine-tune, weight 1",
           "enc_m1_2000_s1.0": "weight 1, 2k steps", "v8_w35_1634": "v8 w0.35 (H100)", "v8_w50_1595": "v8 w0.5",
           "v8_w50v4_1657": "v8 w0.5 4 copies", "v8_w75_1649": "v8 w0.75", "v9_cpu_final": "v9_cpu",
@@ -25,8 +26,12 @@ LABELS = {"shipped": "v6", "enc_m2_final_s1.0": "v7", "enc_m1_1000_s1.0": "v6 en
           "v11_cpu_17000": "v11 (default)", "v11_cpu_final": "v11_cpu",
           "v12_w75_5901": "v12 w0.75 (H100)", "v12_w100_5819": "v12 w1", "v12_w150_5842": "v12 w1.5",
           "v12_w200_5851": "v12 w2", "v12_w150_3500": "w1.5 3.5k", "v12_w200_3500": "w2 3.5k",
-          "v13_joint_final_4668": "v13: decoder too (CPU)", "v13_joint_2500": "v13 2.5k"}
-OFFSET = {"v13_joint_final_4668": (4, -11), "v13_joint_2500": (-30, -11)}    # labels that would overlap
+          "v13_joint_final_4668": "v13: decoder too (CPU)", "v13_joint_2500": "v13 2.5k",
+          "v14_joint_5000": "v14 5k", "v14_joint_5500": "v14 (CPU, decoder too)",
+          "v15_w100_1000": "v15 w1 1k", "v15_w100_1849": "v15 w1 (H100)", "v15_w150_1000": "v15 w1.5 1k",
+          "v15_w150_1816": "v15 w1.5"}
+OFFSET = {"v13_joint_final_4668": (4, -11), "v13_joint_2500": (-30, -11), "v15_w100_1000": (4, -11),
+          "v14_joint_5000": (-32, 3), "v15_w150_1000": (4, -11)}    # labels that would overlap
 ALIAS = {"enc_m2_final_s1.0": "v7_s1.0", "v9_cpu_final": "v9_cpu_final_s1.0", "v10_cpu_final": "v10_cpu_final_s1.0",
          "v8_w35_1634": "v8_w35_1634_s1.0", "v8_w50_1595": "v8_w50_1595_s1.0"}
 
@@ -48,7 +53,7 @@ def main(out):
                 curves.setdefault(base, []).append((psnr, mean, float(s)))
             if name in LABELS:
                 shipped = name in ("enc_m2_final_s1.0", "v11_cpu_17000")
-                ax.plot(psnr, mean, "o", color="C3" if shipped else "C2" if name.startswith("v13") else "C0")
+                ax.plot(psnr, mean, "o", color="C3" if shipped else "C2" if name[:3] in ("v13", "v14", "v15") else "C0")
                 ax.annotate(LABELS[name], (psnr, mean), textcoords="offset points", xytext=OFFSET.get(name, (4, 3)),
                             fontsize=7)
     for i, (base, pts) in enumerate(sorted(curves.items())):

@@ -17,6 +17,13 @@
 # v11 was then pretrained/stegastamp_128_v11.pth and is pretrained/stegastamp_128.pth since):
 #   INIT=pretrained/stegastamp_128_v11.pth REFERENCE=pretrained/stegastamp_128_v6.pth BS=32 CKPT_EVERY=500 \
 #   RUNS="v12_w75 v12_w100 v12_w150 v12_w200" EXTRA="--batch_views --no-tensorboard" MIN=8 bash docs/default_model_v8/gpu_run.sh
+# Session 18's runs from v14 (docs/default_model_v15/rule.md; v14 released to .gpu/, the default left behind too):
+#   INIT=.gpu/v14_joint_5500.pth REFERENCE=pretrained/stegastamp_128_v6.pth BS=32 CKPT_EVERY=500 \
+#   RUNS="v15_w100 v15_w150" EXTRA="--batch_views --no-tensorboard" MIN=2.5 bash docs/default_model_v8/gpu_run.sh
+# Next (docs/default_model_v15/rule_v16.md on a GPU; write its rule first): v14 against v11 as the reference, so the
+# decoder learns v11's images too; leave v6 and v7 behind instead of the default (v11 and v14 travel):
+#   INIT=pretrained/stegastamp_128_v14.pth REFERENCE=pretrained/stegastamp_128.pth BS=32 CKPT_EVERY=500 \
+#   RUNS="v17_w40 v17_w60" EXTRA="--batch_views --no-tensorboard" MIN=8 bash docs/default_model_v8/gpu_run.sh
 set -u
 MIN=${MIN:-8}; OUT=${OUT:-out/gpu_v8}; PHOTOS=${PHOTOS:-.gpu/photos}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${THREADS:-2}
@@ -33,7 +40,9 @@ declare -A FLAGS=([v8_w35]="--energy_weight 0.35 --seed 81" [v8_w50]="--energy_w
                   [v12_w75]="--energy_weight 0.75 --seed 121" [v12_w100]="--energy_weight 1.0 --seed 122"
                   [v12_w150]="--energy_weight 1.5 --seed 123" [v12_w200]="--energy_weight 2.0 --seed 124"
                   [v15_w100]="--energy_weight 1.0 --seed 151 --train_decoder"
-                  [v15_w150]="--energy_weight 1.5 --seed 152 --train_decoder")   # the decoder trained too: v13's line
+                  [v15_w150]="--energy_weight 1.5 --seed 152 --train_decoder"   # the decoder trained too: v13's line
+                  [v17_w40]="--energy_weight 0.4 --seed 171 --train_decoder"    # v11 the reference: rule_v16.md
+                  [v17_w60]="--energy_weight 0.6 --seed 172 --train_decoder")
 for r in $RUNS; do
   python3 finetune_encoder.py $r $COMMON ${FLAGS[$r]} > "$OUT/$r.log" 2>&1 &
   PIDS="$PIDS $!"
