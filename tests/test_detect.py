@@ -213,7 +213,8 @@ class CountingModel:
         return self.model.decode_batch(crops, tta)
 
 
-def test_a_region_is_decoded_until_one_candidate_reads(model, stamp):
+def test_a_region_is_decoded_until_one_candidate_reads(model, stamp, monkeypatch):
+    monkeypatch.setattr(D, "IMAGE_POLISH", False)        # counted apart (test_a_read_is_reported_with_the_corners...)
     frame, corners = scene(stamp, 0)
     truth = D.order_corners(corners)
     centre = truth.mean(0)
@@ -467,3 +468,30 @@ def test_evaluate_detector_reports_the_corners_it_was_given(tmp_path, monkeypatc
     assert [round(c["reported_corner_error_pct"], 6) for c in results["cells"]] == [5.0, 5.0]
     assert len(results["scenes"]) == 4 and all(round(s["reported_error_pct"], 6) == 5.0 for s in results["scenes"])
     assert "| 30% | 5.0% | 5.0% |" in open(tmp_path / "out" / "results.md").read()
+
+
+def test_a_read_is_reported_with_the_corners_that_follow_the_photo(model, stamp, monkeypatch):
+    """Photos: a stamp read from a quad 2.5% out (the decoder reads it) is reported with the corners of a nearby quad
+    that reads too and sits on the photo's edges (the snapped copy or the region's other quad), not with the first
+    that read; video (snap=False) reports the quad that read, for the frame rate; nothing beyond POLISH_NEAR is
+    taken; a quad that reads on the photo's edges is kept without a second decode (the framed prints of
+    test_finds_rectifies_and_reads catch a paper frame's outline taken for the photo's). Catches polish not run (or
+    run for video), corners put back in the wrong rotation, and a reach ignored."""
+    frame, corners = scene(stamp, 0)
+    truth = D.order_corners(corners)
+    size = np.sqrt(D.quad_area(truth))
+    err = lambda q: np.linalg.norm(np.asarray(q, np.float64) - corners, axis=1).max() / size   # top-left first
+    off = (truth + np.float32([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.025 * size).astype(np.float32)  # 2.5% out
+    assert err(D.read_quad(model, frame, off)["corners"]) > 0.03
+    near = (truth + np.float32([[0.5, 0.3], [-0.4, 0.5], [0.3, -0.5], [-0.5, -0.3]])).astype(np.float32)
+    counting = CountingModel(model)
+    photo = D.detect(counting, frame, quads=[off, near], snap=True)
+    assert [d["message"] for d in photo] == ["Hello"] and err(photo[0]["corners"]) < 0.01
+    assert counting.calls == 2                                   # the quad that read, then one batch of polish
+    counting.calls = 0
+    assert np.abs(np.array(D.detect(counting, frame, quads=[near, off], snap=True)[0]["corners"]) - near).max() < 0.06
+    assert counting.calls == 1                                   # on the photo's edges already: kept, no second decode
+    video = D.detect(model, frame, quads=[off, near], snap=False)
+    assert err(video[0]["corners"]) > 0.03                       # as read
+    monkeypatch.setattr(D, "POLISH_NEAR", 0.02)                  # both better quads are ~3.5% away: out of reach
+    assert err(D.detect(model, frame, quads=[off, near], snap=True)[0]["corners"]) > 0.03
