@@ -403,18 +403,26 @@ def rectified_crops(model, rgb, quad):
     return [up.rotate(90 * k, expand=True) for k in range(4)]
 
 
-def read_quads(model, rgb, quads, timing=None):
-    """Each quad decoded in its 4 rotations, all in one batch -> [(detection or None, confidence)] per quad: the
-    detection {message, corrected_bits, corners, confidence} of the first rotation that reads (BCH-verified), and the
-    highest bit confidence of its 4 rotations (how close it is to reading). `timing` (a dict) accumulates rectify /
-    decode seconds."""
+def decode_rectified(model, rgb, quads, timing=None, rotations=True):
+    """The quads rectified (rotations: each in its 4 rotations, else upright only) and decoded in one batch -> the
+    DecodeResults in that order; `timing` (a dict) accumulates rectify / decode seconds."""
     t0 = time.perf_counter()
-    crops = [crop for quad in quads for crop in rectified_crops(model, rgb, quad)]
+    up = (model.size[0] * 2, model.size[1] * 2)
+    crops = [c for q in quads for c in rectified_crops(model, rgb, q)] if rotations else [rectify(rgb, q, up) for q in quads]
     t1 = time.perf_counter()
     results = model.decode_batch(crops, tta=False)   # no decoding views: they do not fix a wrong quad, at 5x the time
     if timing is not None:
         timing["rectify"] = timing.get("rectify", 0.0) + t1 - t0
         timing["decode"] = timing.get("decode", 0.0) + time.perf_counter() - t1
+    return results
+
+
+def read_quads(model, rgb, quads, timing=None):
+    """Each quad decoded in its 4 rotations, all in one batch -> [(detection or None, confidence)] per quad: the
+    detection {message, corrected_bits, corners, confidence} of the first rotation that reads (BCH-verified), and the
+    highest bit confidence of its 4 rotations (how close it is to reading). `timing` (a dict) accumulates rectify /
+    decode seconds."""
+    results = decode_rectified(model, rgb, quads, timing)
     out = []
     for i, quad in enumerate(quads):
         rotations, found = results[4 * i:4 * i + 4], None
@@ -514,13 +522,7 @@ def polish(model, rgb, grey, group, detection, timing=None):
             add_new(alts, q)
     if not alts:
         return detection
-    t0 = time.perf_counter()
-    crops = [rectify(rgb, q, (model.size[0] * 2, model.size[1] * 2)) for q in alts]
-    t1 = time.perf_counter()
-    results = model.decode_batch(crops, tta=False)
-    if timing is not None:
-        timing["rectify"] = timing.get("rectify", 0.0) + t1 - t0
-        timing["decode"] = timing.get("decode", 0.0) + time.perf_counter() - t1
+    results = decode_rectified(model, rgb, alts, timing, rotations=False)
     same = [(q, r) for q, r in zip(alts, results) if r.ok and r.message == detection["message"]
             and float(r.confidence) >= detection["confidence"]]
     if not same:

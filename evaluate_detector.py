@@ -120,6 +120,9 @@ def get_parser():
     p.add_argument("--no_snap", action="store_true",
                    help="accuracy table without the quads snapped to the frame's edges and without the mirrored "
                         "view of the mask (as video reads frames)")
+    p.add_argument("--no_polish", action="store_true",
+                   help="report each read with the corners of the quad that read (detect_decode.py's polish off; "
+                        "the baseline of its README numbers)")
     p.add_argument("--refine", type=non_negative_int, default=D.IMAGE_REFINE,
                    help="regions searched around for a quad that reads when none of theirs does, as detect_decode.py "
                         "reads photos (0: off, as video)")
@@ -140,6 +143,7 @@ def main(args) -> int:
     except ValueError:
         print(f"error: --frame {args.frame!r}: give WxH, e.g. 1920x1080", file=sys.stderr)
         return 2
+    D.IMAGE_POLISH = not args.no_polish
     try:
         model = load_model(args.model)
         model.check_optimize(args.optimize)
