@@ -8,8 +8,9 @@
 Per frame (the original's detector.py procedure): the learned stamp detector (train_detector.py; the shipped
 pretrained/onnx/detector.onnx by default) gives a mask of where photos are -> contours -> a quadrilateral per region
 (convex hull, 4 sides refit through the outline; for photos also a copy snapped to the frame's edges) -> homography
--> the quad rectified to the model's size -> decoded in its 4 rotations (photos: where no quad of a region reads, its
-quads moved onto the frame's straight edges, then a search around them for one that does, --refine); only
+-> the quad rectified to the model's size -> decoded in its 4 rotations (photos: where no quad of a region reads, a
+--zoom_detector's look at it if one is given, then its quads moved onto the frame's straight edges, then a search
+around them for one that does, --refine); only
 BCH-verified messages are reported (photos: with the corners of the quad near the one that read, itself included,
 that reads too and follows the frame's edges best).
 `--detector classical` finds quads from edges instead (no network; it needs the photo's outline, e.g. a white paper
@@ -75,6 +76,13 @@ IMAGE_REFINE, REFINE_STEPS, REFINE_FROM, REFINE_BUDGET = 3, (0.16, 0.08, 0.04, 0
 # the two surest of the region's first two quads and the surest moved one. Set on scenes from training photos
 # (session 15, README): 126 -> 134 of 144 read, no false message on 200 stamp-free scenes.
 EDGE_REACH, EDGE_CORNER, EDGE_RES, EDGE_CAP, EDGE_FLOOR, EDGE_GAIN = (0.35, 0.7), 0.6, 0.0125, 24.0, 0.5, 0.1
+# Photos, with --zoom_detector (train_detector.py --zoom; none is shipped): a region none of whose quads reads is
+# first looked at closely: its surest quad's view (zoom_view; then its first quad's) goes through the zoom detector,
+# whose map is cut at ZOOM_CUTS; the quads found (each with its copy snapped to the edges) are decoded, and where none
+# reads, the next of ZOOM_ROUNDS rounds starts from the first of them. Session 19 (docs/detector/zoom/): on 24
+# regions that nothing else read (480 scenes from training photos) the surest quad then the first read 4 (zoom1b),
+# the first alone 1; both zoom detectors trained so far read too few to ship.
+ZOOM_CUTS, ZOOM_ROUNDS = (0.5,), 2
 
 
 def order_corners(pts):
@@ -272,8 +280,8 @@ class Detector:
             from models_pytorch import load_detector
             import torch
             cfg, net = load_detector(path)
-            self.input_side = cfg.input_side
-            self._run = lambda x: torch.inference_mode()(net)(torch.from_numpy(x)).numpy()
+            self.input_side, self.zoom = cfg.input_side, cfg.zoom
+            self.run = lambda x: torch.inference_mode()(net)(torch.from_numpy(x)).numpy()
             return
         import onnxruntime as ort
         if not os.path.isfile(path):
@@ -284,8 +292,8 @@ class Detector:
             meta = json.loads(sess.get_modelmeta().custom_metadata_map["stegastamp_detector_config"])
         except Exception as e:                   # noqa: BLE001 - any unreadable file is one line for the user
             raise ModelLoadError(f"{path}: not a stamp detector ONNX file ({str(e).splitlines()[0][:150]})") from None
-        self.input_side = int(meta["input_side"])
-        self._run = lambda x: sess.run(None, {"frame": x})[0]
+        self.input_side, self.zoom = int(meta["input_side"]), float(meta.get("zoom", 0.0))
+        self.run = lambda x: sess.run(None, {"frame": x})[0]
 
     def input_size(self, H, W):
         """(w, h) the network sees for an H x W frame: long side input_side, both multiples of 16."""
@@ -301,7 +309,7 @@ class Detector:
         x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
         if flip:
             x = np.concatenate([x, x[..., ::-1]])
-        prob = 1 / (1 + np.exp(-self._run(np.ascontiguousarray(x))[:, 0]))
+        prob = 1 / (1 + np.exp(-self.run(np.ascontiguousarray(x))[:, 0]))
         return (0.5 * (prob[0] + prob[1, :, ::-1]) if flip else prob[0]), (W / w, H / h)
 
     def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED, flip=False):
@@ -315,6 +323,16 @@ class Detector:
         for quad in mask_quads(prob, scale, min_pixels, cuts) + mask_quads(prob, scale, min_pixels, closed, CLOSE_SIZE):
             add_new(found, quad)
         return found
+
+
+def load_zoom(path):
+    """--zoom_detector -> a zoom Detector, or None for 'none'."""
+    if path == "none":
+        return None
+    zoom = Detector(path)
+    if not zoom.zoom:
+        raise ModelLoadError(f"{path}: a frame detector, not a zoom detector (train one with train_detector.py --zoom)")
+    return zoom
 
 
 def mask_quads(prob, scale, min_pixels, thresholds, close=0.0):
@@ -360,6 +378,40 @@ def rectify(rgb, quad, size):
     dst = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
     M = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
     return Image.fromarray(cv2.warpPerspective(rgb, M, (w, h), flags=cv2.INTER_AREA))
+
+
+def zoom_view(rgb, quad, side, expand):
+    """What a zoom detector sees of a candidate quad: the frame warped so that the quad's corners (in order_corners
+    order) land on the corners of the central 1/expand of a side x side square; a large quad is first shrunk with
+    area averaging (to ~2x the view's scale), so the view does not alias. -> (view uint8 (side, side, 3), M: the
+    3x3 homography from frame to view pixels). Outside the frame is black."""
+    import cv2
+    m = side * (1 - 1 / expand) / 2
+    dst = np.array([[m, m], [side - m, m], [side - m, side - m], [m, side - m]], np.float32)
+    M = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
+    f = min(1.0, 2 * (side - 2 * m) / max(np.sqrt(quad_area(quad)), 1.0))
+    if f < 0.9:
+        H, W = rgb.shape[:2]
+        small = cv2.resize(rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA)
+        S = np.diag([small.shape[1] / W, small.shape[0] / H, 1.0])
+        return cv2.warpPerspective(small, M @ np.linalg.inv(S), (side, side), flags=cv2.INTER_LINEAR), M
+    return cv2.warpPerspective(rgb, M, (side, side), flags=cv2.INTER_LINEAR), M
+
+
+def zoom_quads(zoom, rgb, quad, cuts=ZOOM_CUTS):
+    """A zoom detector's quads for the stamp around `quad` (frame pixels, the likeliest first): its map of
+    zoom_view(quad), cut at `cuts`; of each cut's regions the one nearest the view's centre, mapped back."""
+    import cv2
+    view, M = zoom_view(rgb, order_corners(quad), zoom.input_side, zoom.zoom)
+    x = view.astype(np.float32).transpose(2, 0, 1)[None] / 255
+    prob = 1 / (1 + np.exp(-zoom.run(np.ascontiguousarray(x))[0, 0]))
+    found, side = [], zoom.input_side
+    inv = np.linalg.inv(M)
+    for q in mask_quads(prob, (1.0, 1.0), 0.02 * prob.size, cuts):
+        back = order_corners(cv2.perspectiveTransform(q[None].astype(np.float64), inv)[0])
+        if np.abs(q.mean(0) - side / 2).max() < side / 4:          # a region around the centre, not a neighbour
+            add_new(found, back)
+    return found
 
 
 def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED, flip=None):
@@ -500,6 +552,29 @@ def refine_quad(model, rgb, quad, timing=None, steps=REFINE_STEPS, rounds=4, min
     return None, used
 
 
+def zoom_read(model, rgb, grey, zoom, quad, timing=None, rounds=ZOOM_ROUNDS):
+    """A region that did not read, looked at closely (ZOOM_*): -> (detection or None, the quads decoded)."""
+    tried = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        quads, zoomed = [], zoom_quads(zoom, rgb, quad)
+        if timing is not None:
+            timing["detect"] = timing.get("detect", 0.0) + time.perf_counter() - t0
+        for q in zoomed:
+            for c in (snap_to_edges(grey, q), q):
+                if all(np.abs(c - t).max() >= 0.02 * np.sqrt(quad_area(t)) for t in tried):
+                    add_new(quads, c)
+        if not quads:
+            break
+        scored = read_quads(model, rgb, quads, timing)
+        tried += quads
+        found = next((d for d, _ in scored if d is not None), None)
+        if found is not None:
+            return found, tried
+        quad = zoomed[0]                                         # the next round looks from the zoom's own quad
+    return None, tried
+
+
 def aligned(quad, ref):
     """`quad`'s corners in the cyclic order that puts each nearest `ref`'s."""
     return min((np.roll(quad, k, axis=0) for k in range(4)), key=lambda q: float(np.abs(q - ref).sum()))
@@ -532,10 +607,11 @@ def polish(model, rgb, grey, group, detection, timing=None):
 
 
 def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True, refine=0,
-           closed=IMAGE_CLOSED):
+           closed=IMAGE_CLOSED, zoom=None):
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode. Where none
-    reads, the first `refine` such regions get their first two quads moved onto the frame's edges (edge_quads, all
+    reads, the first `refine` such regions are looked at closely by the `zoom` detector where one is given
+    (zoom_read, from the region's surest quad, then its first), then get their first two quads moved onto the frame's edges (edge_quads, all
     decoded in one batch), then are searched around (refine_quad, from those two quads and the most confident moved
     one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given
     when the caller already has them. With `snap` (photos) a message read is reported with the corners `polish` picks."""
@@ -548,12 +624,20 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
             confidences.append(confidence)
             if d is not None:
                 break
-        if d is None and refined < refine:
+        searching = d is None and refined < refine
+        if searching:
             refined += 1
-            starts = list(zip(group[:2], confidences))
             if grey is None:
                 import cv2
                 grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
+            best = int(np.argmax(confidences))
+            for start in ([group[best]] + ([group[0]] if best else [])) if zoom is not None else []:
+                d, zoomed = zoom_read(model, rgb, grey, zoom, start, timing)
+                group = group + zoomed                                   # polish may pick among them too
+                if d is not None:
+                    break
+        if searching and d is None:
+            starts = list(zip(group[:2], confidences))
             moved = []
             for quad in group[:2]:
                 for q in edge_quads(grey, quad):
@@ -639,6 +723,9 @@ def get_parser():
     p.add_argument("--model", default=DEFAULT_MODEL, help="a .pth checkpoint or an ONNX export folder")
     p.add_argument("--detector", default=DEFAULT_DETECTOR,
                    help="the stamp detector: detector.onnx or a train_detector.py .pth, or 'classical' (edges)")
+    p.add_argument("--zoom_detector", default="none",
+                   help="photos: a zoom detector that looks closely at a region whose quads do not read "
+                        "(zoom_detector.onnx or a train_detector.py --zoom .pth; none is shipped: README)")
     p.add_argument("--save_dir", default=None, help="write annotated copies (polygon + message) here")
     p.add_argument("--save_video", default=None, help="with --video/--camera: write the annotated video here")
     p.add_argument("--json", action="store_true", help="print one JSON list of {file, frame, detections} at the end")
@@ -658,6 +745,9 @@ def main(args) -> int:
     try:
         model = load_model(args.model)
         detector = None if args.detector == "classical" else Detector(args.detector)
+        zoom = load_zoom(args.zoom_detector)
+        if detector is not None and detector.zoom:
+            raise ModelLoadError(f"{args.detector}: a zoom detector; give it as --zoom_detector")
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -678,7 +768,8 @@ def main(args) -> int:
                 rows.append({"file": name, "frame": index, "detections": [], "error": rgb})
                 continue
             found = detect(model, rgb, args.min_area, detector, cuts=VIDEO_CUTS if video else IMAGE_CUTS,
-                           snap=not video, refine=0 if video else args.refine, closed=() if video else IMAGE_CLOSED)
+                           snap=not video, refine=0 if video else args.refine, closed=() if video else IMAGE_CLOSED,
+                           zoom=zoom)
             shown = confirmer.update(found) if video else found
             rows.append({"file": name, "frame": index, "detections": shown})
             if not args.json:

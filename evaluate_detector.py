@@ -69,12 +69,12 @@ def stamp_of(photo, rng, long_side=400):
     return photo.crop(box).resize(size, Image.BICUBIC)
 
 
-def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed):
+def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed, zoom=None):
     """detect() in its three parts -> ({detect, rectify, decode} seconds, the detections)."""
     t0 = time.perf_counter()
     quads = D.candidate_quads(rgb, detector, min_area, cuts, snap, closed)
     timing = {"detect": time.perf_counter() - t0, "rectify": 0.0, "decode": 0.0}
-    return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine)
+    return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine, zoom=zoom)
 
 
 def save_miss(out_dir, index, frame, truth, quads, detector, size, tilt):
@@ -104,6 +104,7 @@ def get_parser():
     p.add_argument("--model", default=D.DEFAULT_MODEL, help="encoder/decoder: .pth or ONNX folder")
     p.add_argument("--detector", default=D.DEFAULT_DETECTOR,
                    help="detector.onnx or a detector .pth, or 'classical' (edges and contours)")
+    p.add_argument("--zoom_detector", default="none", help="as detect_decode.py (a zoom detector, or none)")
     p.add_argument("--frame", default="1920x1080", help="scene size WxH")
     p.add_argument("--sizes", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4],
                    help="the stamp's share of the frame area")
@@ -148,6 +149,7 @@ def main(args) -> int:
         model = load_model(args.model)
         model.check_optimize(args.optimize)
         detector = None if args.detector == "classical" else D.Detector(args.detector)
+        zoom = D.load_zoom(args.zoom_detector)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -173,7 +175,7 @@ def main(args) -> int:
                 if errs and min(errs) < 10:
                     found += 1
                     errors.append(min(errs))
-                hits = [d for d in D.detect(model, scene.frame, quads=quads, refine=args.refine) if d["message"] == message]
+                hits = [d for d in D.detect(model, scene.frame, quads=quads, refine=args.refine, zoom=zoom) if d["message"] == message]
                 ok = bool(hits)
                 if ok:                                      # the corners the reader is given (after any search)
                     reported.append(corner_error(np.asarray(hits[0]["corners"], np.float64), truth))
@@ -203,7 +205,7 @@ def main(args) -> int:
         quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap,
                                   tuple(args.closed_cuts))
         false_quads += not plain and bool(quads)
-        false_messages += len(D.detect(model, scene.frame, quads=quads, refine=args.refine))
+        false_messages += len(D.detect(model, scene.frame, quads=quads, refine=args.refine, zoom=zoom))
         negative_s += (time.perf_counter() - t0) / args.negatives            # finding + reading, per scene
     print(f"{args.negatives} scenes without a stamp: {false_quads} false detections on the "
           f"{args.negatives // 2} empty ones, {false_messages} false messages ({negative_s:.2f} s per scene)")
@@ -213,7 +215,8 @@ def main(args) -> int:
         frame = make_scene(rng, np.asarray(photos[1]), [np.asarray(stamp)], size, area=0.2, tilt=15).frame
         for setting, cuts, snap, refine, closed in (("video", D.VIDEO_CUTS, False, 0, ()),
                                                     ("photo", D.IMAGE_CUTS, True, D.IMAGE_REFINE, D.IMAGE_CLOSED)):
-            once = lambda: timed_detect(model, frame, detector, args.min_area, cuts, snap, refine, closed)
+            once = lambda: timed_detect(model, frame, detector, args.min_area, cuts, snap, refine, closed,
+                                        zoom if snap else None)
             read = any(d["message"] == "Hello" for d in once()[1])                          # (also the warm-up)
             runs = [once()[0] for _ in range(10)]
             med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}

@@ -8,7 +8,8 @@ decoder.onnx (image -> logits (B, L), bits in {0,1}), dynamic batch. The model c
 metadata, so onnx_inference.py needs nothing else. The encoder is exported channel-aligned (its 6 input channels
 padded with zero channels to 8: StegaStampEncoder.channel_aligned), the same function in faster convolutions.
 A detector checkpoint (train_detector.py) gives detector.onnx: frame (B, 3, H, W) in [0,1], H and W any multiples
-of 16 -> mask logits (B, 1, H, W), its config in the metadata.
+of 16 -> mask logits (B, 1, H, W), its config in the metadata; a zoom detector (train_detector.py --zoom) gives
+zoom_detector.onnx, the same but for one candidate quad's view (detect_decode.zoom_view).
 """
 import argparse
 import json
@@ -230,9 +231,10 @@ def get_parser():
 
 
 def export_detector(args, cfg, detector) -> int:
-    """detector.onnx with dynamic batch, height and width; --test compares ONNX Runtime with PyTorch."""
+    """detector.onnx (a zoom detector: zoom_detector.onnx) with dynamic batch, height and width; --test compares ONNX
+    Runtime with PyTorch."""
     os.makedirs(args.out_dir, exist_ok=True)
-    path = os.path.join(args.out_dir, "detector.onnx")
+    path = os.path.join(args.out_dir, "zoom_detector.onnx" if cfg.zoom else "detector.onnx")
     axes = {0: "batch", 2: "height", 3: "width"}
     _export(detector, (torch.rand(1, 3, 224, 384),), ["frame"], ["mask_logits"], path, cfg, args.opset,
             {"frame": axes, "mask_logits": axes}, DETECTOR_METADATA_KEY)

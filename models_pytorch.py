@@ -325,11 +325,15 @@ class DetectorConfig:
     """The stamp detector's shape. Travels inside its checkpoint and its ONNX export."""
     width: int = 16           # channels of the first stage; the four stages have 1x, 2x, 3x, 4x
     input_side: int = 384     # the long side frames are resized to before detection (short side: multiple of 16)
+    zoom: float = 0.0         # 0: a frame detector; > 1: a zoom detector, which sees one candidate quad's view
+                              # (detect_decode.zoom_view: the quad filling the central 1/zoom of an input_side square)
 
     def __post_init__(self):
         if self.width < 4 or self.input_side < 64 or self.input_side % 16:
             raise ValueError(f"DetectorConfig{(self.width, self.input_side)}: width >= 4, input_side a multiple "
                              "of 16 (>= 64)")
+        if self.zoom != 0 and not 1 < self.zoom <= 4:
+            raise ValueError(f"DetectorConfig zoom={self.zoom}: 0 (a frame detector) or in (1, 4]")
 
 
 def conv_bn(cin, cout, stride=1, dilation=1):

@@ -5,6 +5,12 @@
     python export_onnx.py checkpoints/det/det_final.pth --out_dir pretrained/onnx      # -> detector.onnx
 The first takes 24 minutes on an idle 2-core AMD EPYC with AVX512-BF16 (--amp bf16 is slower on CPUs without it).
 
+    python train_detector.py zoom --zoom 1.8 --size 320 --input_side 320 --width 24 --batch_size 32   # a zoom detector
+--zoom E trains a zoom detector instead (detect_decode.py --zoom_detector): its input is one candidate quad's view
+(detect_decode.zoom_view, the quad filling the central 1/E of the square), cut from a scene of --frame_side pixels
+around a stamp's true corners moved the way the frame detector's quads are off (perturb_quad, --spread); its target
+is that stamp's own pixels. README: Finding stamps, and docs/detector/zoom/.
+
 The original released a trained BiSeNet detector but never its training code. Here every training frame is a scene
 (scenes.py): 0-3 photos warped with a hand-held camera's perspective, scale (5-90% of the frame), roll, tilt and
 aspect into a background photo, with or without white paper around them, sometimes partly covered, then uneven
@@ -33,7 +39,8 @@ from dataset import SeededSampler
 from image_io import ImageLoadError, list_images, load_image
 from models_pytorch import (CheckpointError, DetectorConfig, StampDetector, count_parameters, load_state,
                             read_checkpoint, save_detector)
-from scenes import make_scene
+from detect_decode import order_corners, zoom_view
+from scenes import make_scene, place, polygon_area, tilted_quad
 from train_pytorch import Logger, check_new_run, format_eta, link_or_save, rng_state, set_rng_state
 
 STAMP_COUNTS = (0, 1, 1, 1, 1, 1, 2, 2, 3)   # a frame holds 0-3 stamps; one stamp most often; 1 in 9 none
@@ -132,6 +139,78 @@ class SceneDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(scene.frame.transpose(2, 0, 1))), torch.from_numpy(scene.mask)[None]
 
 
+def perturb_quad(quad, rng, spread=1.0):
+    """A stamp's true corners -> a quad off the way the frame detector's are (detect_decode's misses): a little
+    jitter everywhere; often one side moved in or out by up to 40% of the stamp's size (a band of the stamp missed,
+    or a neighbour taken in), one corner pulled far out or in, or the whole quad scaled and shifted. Convex, in
+    order_corners order (the zoom view's orientation). `spread` scales how far off (1: zoom1's, README)."""
+    import cv2
+    size = np.sqrt(polygon_area(quad))
+    for _ in range(20):
+        q = quad + rng.normal(0, 0.02, (4, 2)) * size
+        if rng.random() < 0.4:                                             # a side moved along its normal
+            i = rng.integers(4)
+            a, b = q[i], q[(i + 1) % 4]
+            n = np.array([b[1] - a[1], a[0] - b[0]]) / (np.hypot(*(b - a)) + 1e-6)
+            n *= np.sign(np.dot(n, q.mean(0) - (a + b) / 2))                # inward
+            q[[i, (i + 1) % 4]] += rng.uniform(-0.3, 0.4) * spread * size * n
+        if rng.random() < 0.25:                                            # one corner far off
+            q[rng.integers(4)] += rng.uniform(-0.35, 0.35, 2) * spread * size
+        if rng.random() < 0.3:                                             # scaled and shifted
+            c = q.mean(0)
+            q = c + (q - c) * rng.uniform(0.8, 1.25) ** spread + rng.uniform(-0.12, 0.12, 2) * spread * size
+        if cv2.isContourConvex(q.astype(np.float32)[:, None]) and polygon_area(q) > 0.25 * size ** 2:
+            return order_corners(q)
+    return order_corners(quad)
+
+
+class ZoomDataset(SceneDataset):
+    """Item (index, seed) -> (view (3, S, S) uint8, mask (1, S, S) uint8): a scene as SceneDataset's, but of
+    frame_side pixels on its long side, seen the way detect_decode.zoom_view sees a candidate quad: one of its stamps'
+    corners perturbed (perturb_quad) and that quad's view at expand `zoom`; the target is that stamp's own visible
+    pixels (not a neighbour's). Scenes without a stamp give views of random quads and empty targets."""
+
+    def __init__(self, photos, residuals, size, zoom, frame_side=960, same_photo=0.0, spread=1.0):
+        super().__init__(photos, residuals, size, same_photo)
+        self.zoom, self.frame_side, self.spread = zoom, frame_side, spread
+
+    def __getitem__(self, key):
+        import cv2
+        idx, seed = key
+        rng = np.random.default_rng(seed)
+        if rng.random() < 0.15:
+            bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
+            bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
+        else:
+            bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
+        same = self.same_photo > 0 and rng.random() < self.same_photo
+        stamps = [make_stamp(self.photos, self.residuals, rng, sides=(300, 700),
+                             photo=self.photos[idx] if same else None) for _ in range(rng.choice(ZOOM_COUNTS))]
+        W = self.frame_side
+        size = (W, int(W * (9 / 16 if rng.random() < 0.6 else 3 / 4)))
+        scene = make_scene(rng, bg, stamps, size, area=(0.05, 0.8), max_tilt=55,
+                           camera_strength=rng.uniform(0.3, 1.3))
+        if scene.corners:
+            true = scene.corners[rng.integers(len(scene.corners))]
+            quad = perturb_quad(true.astype(np.float64), rng, self.spread)
+            own = np.zeros_like(scene.mask)
+            cv2.fillConvexPoly(own, np.round(true * 16).astype(np.int32), 1, shift=4)
+            target = scene.mask & own
+        else:
+            area = rng.uniform(0.05, 0.5) * size[0] * size[1]
+            quad = place(tilted_quad(rng.uniform(0.6, 1.6), rng.uniform(0, 50), rng.uniform(0, 360),
+                                     rng.uniform(-180, 180)), area / (size[0] * size[1]), size, rng)
+            quad = order_corners(quad if quad is not None else np.array([[0, 0], [W, 0], [W, size[1]], [0, size[1]]]))
+            target = np.zeros_like(scene.mask)
+        view, M = zoom_view(scene.frame, quad, self.size, self.zoom)
+        mask = cv2.warpPerspective(target * 255, M, (self.size, self.size), flags=cv2.INTER_LINEAR) > 127
+        return (torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))),
+                torch.from_numpy(mask.astype(np.uint8))[None])
+
+
+ZOOM_COUNTS = (0, 1, 1, 1, 1, 1, 1, 2, 2)      # a zoom view's scene: mostly one stamp, sometimes a neighbour or none
+
+
 def losses(logits, mask):
     """BCE + soft Dice (per image, averaged; an empty frame's Dice term is 0 when nothing is predicted)."""
     bce = F.binary_cross_entropy_with_logits(logits, mask)
@@ -157,6 +236,12 @@ def get_parser():
     p.add_argument("--size", type=int, default=256, help="side of the square training frames (multiple of 16)")
     p.add_argument("--width", type=int, default=16, help="detector width (channels of the first stage)")
     p.add_argument("--input_side", type=int, default=384, help="long side frames are resized to when detecting")
+    p.add_argument("--zoom", type=float, default=0.0, metavar="E",
+                   help="train a zoom detector instead (detect_decode.zoom_read): its input is a candidate quad's "
+                        "view, the quad filling the central 1/E of an --input_side square (--size must equal it); "
+                        "0: a frame detector")
+    p.add_argument("--spread", type=float, default=1.0, help="--zoom: how far off the views' quads are (perturb_quad)")
+    p.add_argument("--frame_side", type=int, default=960, help="--zoom: long side of the scenes the views are cut from")
     p.add_argument("--same_photo", type=float, default=0.0, metavar="P",
                    help="probability that a stamp is cut from the background's own photo (only its outline then tells "
                         "them apart)")
@@ -191,9 +276,12 @@ def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        cfg = DetectorConfig(args.width, args.input_side)
+        cfg = DetectorConfig(args.width, args.input_side, args.zoom)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
+    if args.zoom and args.size != args.input_side:
+        raise SystemExit(f"error: --zoom: a zoom detector trains on its own input size: give --size {args.input_side} "
+                         f"(or --input_side {args.size})")
     if args.size % 16:
         raise SystemExit(f"error: --size {args.size}: must be a multiple of 16")
     if args.pretrained and args.init_from:
@@ -217,7 +305,8 @@ def main(args):
                 load_state(detector, ckpt["detector"], "detector", path)
             except CheckpointError as e:
                 raise SystemExit(f"error: {e}")
-            if DetectorConfig(**ckpt["detector_config"]) != cfg:
+            other = DetectorConfig(**ckpt["detector_config"])
+            if other != cfg and (resume or other.width != cfg.width):   # new runs may change input size and zoom
                 raise SystemExit(f"error: {path} holds a detector with {ckpt['detector_config']}, these flags give "
                                  f"{asdict(cfg)}")
             if resume:
@@ -229,7 +318,7 @@ def main(args):
               f"frames {args.size}x{args.size} | steps {start}->{args.num_steps}")
 
     rng = np.random.default_rng(args.seed)
-    photos = load_photos(args.train_path, 2 * args.size)
+    photos = load_photos(args.train_path, args.frame_side if args.zoom else 2 * args.size)
     model = None
     if args.model != "none":
         from inference import ModelLoadError, load_model
@@ -240,7 +329,8 @@ def main(args):
     t = time.time()
     residuals = residual_pool(photos, args.pool, model, rng)
     log.print(f"{len(photos)} photos from {args.train_path}; {len(residuals)} residuals made in {time.time() - t:.0f} s")
-    ds = SceneDataset(photos, residuals, args.size, args.same_photo)
+    ds = (ZoomDataset(photos, residuals, args.size, args.zoom, args.frame_side, args.same_photo, args.spread) if args.zoom
+          else SceneDataset(photos, residuals, args.size, args.same_photo))
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
                         sampler=SeededSampler(len(ds), args.seed, 0, start=start * args.batch_size),
                         persistent_workers=args.workers > 0, drop_last=True, generator=torch.Generator())

@@ -495,3 +495,70 @@ def test_a_read_is_reported_with_the_corners_that_follow_the_photo(model, stamp,
     assert err(video[0]["corners"]) > 0.03                       # as read
     monkeypatch.setattr(D, "POLISH_NEAR", 0.02)                  # both better quads are ~3.5% away: out of reach
     assert err(D.detect(model, frame, quads=[off, near], snap=True)[0]["corners"]) > 0.03
+
+
+class TrueZoom:
+    """A zoom detector that sees the truth: the frame's true stamp mask, warped into each view the way zoom_view
+    warps the frame (zoom_view's homography is taken from the real call)."""
+
+    def __init__(self, mask, side=128, zoom=1.8):
+        self.true, self.input_side, self.zoom, self.views, self.M = mask, side, zoom, 0, None
+
+    def run(self, x):
+        self.views += 1
+        if self.M is None:
+            return np.full((1, 1, self.input_side, self.input_side), -10.0, np.float32)
+        m = cv2.warpPerspective(self.true.astype(np.float32), self.M, (self.input_side, self.input_side))
+        return ((m - 0.5) * 20)[None, None]                                     # logits
+
+
+def test_zoom_view_puts_the_quad_on_the_central_square():
+    """The quad's corners land on the corners of the view's central 1/expand, for a quad the view keeps as it is and
+    for a large one it shrinks first (the area-averaged path): a filled quad's bright pixels fill that square. Catches
+    a wrong homography, a shrink factor not undone, or the corners taken in another order."""
+    for W, H, scale in ((640, 480, 1.0), (3000, 2400, 6.0)):
+        quad = np.float32([[100, 80], [330, 120], [300, 350], [90, 300]]) * scale
+        frame = np.zeros((H, W, 3), np.uint8)
+        cv2.fillConvexPoly(frame, np.round(quad).astype(np.int32), (255, 255, 255))
+        view, M = D.zoom_view(frame, quad, 160, 2.0)
+        assert view.shape == (160, 160, 3) and view.dtype == np.uint8
+        np.testing.assert_allclose(cv2.perspectiveTransform(quad[None].astype(np.float64), M)[0],
+                                   [[40, 40], [120, 40], [120, 120], [40, 120]], atol=1e-3)
+        bright = view[..., 0] > 127
+        ys, xs = np.nonzero(bright)
+        assert abs(xs.min() - 40) <= 1.5 and abs(xs.max() - 119) <= 1.5 and abs(ys.min() - 40) <= 1.5
+        assert abs(bright.sum() - 80 * 80) < 0.04 * 80 * 80
+
+
+def test_a_region_that_does_not_read_is_read_through_the_zoom(model, stamp, monkeypatch):
+    """Photos: a region whose only quad is 25% short of the stamp (does not read) is looked at by the zoom
+    detector; the quad it gives, mapped back to the frame, reads, with corners within 1.5% of the truth, in one more
+    decode batch; without a zoom detector, or for video (refine 0), it is not run. Catches the view's quads mapped
+    back wrongly (they would not read), the zoom run where it should not be, or its quads decoded one by one."""
+    monkeypatch.setattr(D, "IMAGE_POLISH", False)
+    frame, corners = scene(stamp, 1)
+    truth = D.order_corners(corners)
+    size = np.sqrt(D.quad_area(truth))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    short = truth.copy()
+    short[1] += 0.25 * (truth[0] - truth[1])
+    short[2] += 0.25 * (truth[3] - truth[2])
+    assert D.read_quad(model, frame, short) is None
+    zoom = TrueZoom(mask)
+    real = D.zoom_view
+    monkeypatch.setattr(D, "zoom_view", lambda *a: (lambda v: (setattr(zoom, "M", v[1]), v)[1])(real(*a)))
+    counting = CountingModel(model)
+    found = D.detect(counting, frame, quads=[short], refine=1, zoom=zoom)
+    assert [f["message"] for f in found] == ["Hello"]
+    assert np.linalg.norm(np.array(found[0]["corners"]) - corners, axis=1).max() < 0.015 * size
+    assert zoom.views == 1 and counting.calls == 2             # the region's quad, then the zoom's quads in one batch
+    assert D.detect(model, frame, quads=[short], refine=0, zoom=zoom) == [] and zoom.views == 1
+    zq = D.zoom_quads(zoom, frame, short)
+    assert np.abs(zq[0] - truth).max() < 0.015 * size           # the zoom's own quad, back in frame pixels
+    seen = []                                                   # a region's surest quad is looked at first
+    monkeypatch.setattr(D, "zoom_view", lambda *a: (seen.append(a[1]), real(*a))[1])
+    big = (truth - truth.mean(0)) * 1.6 + truth.mean(0)          # the same region, 60% too big: less sure
+    assert D.read_quads(model, frame, [big])[0][1] < D.read_quads(model, frame, [short])[0][1]
+    D.detect(model, frame, quads=[big, short], refine=1, zoom=TrueZoom(mask))      # M unknown: sees nothing
+    assert len(seen) == 2 and np.allclose(seen[0], D.order_corners(short)) and np.allclose(seen[1], D.order_corners(big))

@@ -91,7 +91,7 @@ def test_train_resume_exact_export_and_run(tmp_path, photos):
     a, b = (torch.load(tmp_path / "ckpt" / n / f"{n}_final.pth", weights_only=True)["detector"] for n in ("full", "half"))
     assert all(torch.equal(a[k], b[k]) for k in a)          # 1 + 3 resumed steps == 4 straight
     first = torch.load(tmp_path / "ckpt" / "full" / "full_final.pth", weights_only=True)
-    assert first["step"] == 4 and first["detector_config"] == {"width": 4, "input_side": 64}
+    assert first["step"] == 4 and first["detector_config"] == {"width": 4, "input_side": 64, "zoom": 0.0}
     with pytest.raises(SystemExit, match="exists"):        # a run name is not silently reused
         train(tmp_path, photos, "full", "--num_steps", "4")
 
@@ -172,3 +172,71 @@ def test_same_photo_cuts_stamps_from_the_background_photo():
     same, other = stamp_colours(1.0), stamp_colours(0.0)
     assert len(same) >= 10 and all(same)
     assert not all(other)
+
+
+def test_zoom_detector_trains_exports_and_loads_as_one(tmp_path, photos):
+    """train_detector.py --zoom: a zoom detector (its expansion in the config), exported as zoom_detector.onnx, which
+    load_zoom takes and the frame detector's --detector refuses; a frame detector given as the zoom is refused, and
+    --size must be the zoom's input size. Catches the zoom flag lost on the way to the ONNX metadata."""
+    assert train(tmp_path, photos, "zoom", "--num_steps", "2", "--zoom", "1.8") == 2
+    ckpt = tmp_path / "ckpt" / "zoom" / "zoom_final.pth"
+    assert torch.load(ckpt, weights_only=True)["detector_config"] == {"width": 4, "input_side": 64, "zoom": 1.8}
+    with pytest.raises(SystemExit, match="--size 96"):
+        train(tmp_path, photos, "zoom2", "--num_steps", "2", "--zoom", "1.8", "--input_side", "96")
+    import export_onnx
+    out = tmp_path / "onnx"
+    assert export_onnx.main(export_onnx.get_parser().parse_args([str(ckpt), "--out_dir", str(out), "--test"])) == 0
+    for path in (str(out / "zoom_detector.onnx"), str(ckpt)):
+        zoom = D.load_zoom(path)
+        assert zoom.zoom == pytest.approx(1.8) and zoom.input_side == 64
+        view, _ = D.zoom_view(np.zeros((100, 120, 3), np.uint8), np.float32([[20, 20], [90, 25], [85, 80], [25, 75]]),
+                              64, 1.8)
+        assert zoom.run(view.astype(np.float32).transpose(2, 0, 1)[None] / 255).shape == (1, 1, 64, 64)
+    assert D.load_zoom("none") is None
+    with pytest.raises(D.ModelLoadError, match="not a zoom detector"):
+        D.load_zoom(os.path.join(ROOT, "pretrained", "onnx", "detector.onnx"))
+    args = D.get_parser().parse_args(["--image", "x.png", "--detector", str(out / "zoom_detector.onnx")])
+    assert D.main(args) == 2
+
+
+def test_perturbed_quads_are_off_like_the_detectors_and_stay_quads():
+    """perturb_quad: always a convex quad in order_corners order; mostly within a few % of the truth, but a good
+    share off by 15-45% of the stamp's size (the misses the zoom detector is for), never beyond ~0.8."""
+    import train_detector as T
+    truth = tilted_quad(1.3, 25, 40, 10) * 200 + 300
+    errs = []
+    for seed in range(300):
+        q = T.perturb_quad(truth, np.random.default_rng(seed))
+        assert cv2.isContourConvex(q.astype(np.float32)[:, None]) and np.allclose(D.order_corners(q), q)
+        errs.append(np.linalg.norm(q - D.order_corners(truth), axis=1).max() / 200)
+    errs = np.array(errs)
+    assert np.median(errs) < 0.2 and 0.15 < np.mean(errs > 0.15) < 0.8 and errs.max() < 0.8
+
+
+def test_zoom_views_target_the_stamp_they_show():
+    """ZoomDataset: the target is where the (red) stamp is in the view and nowhere else; it sits around the view's
+    centre. Catches the target warped with another homography than the view, or a neighbour's pixels taken in."""
+    import train_detector as T
+    blue = np.zeros((300, 400, 3), np.uint8)
+    blue[..., 2] = 200
+    ds = T.ZoomDataset([blue] * 4, [], 96, 1.8, frame_side=320)
+    real = T.make_stamp
+    red = lambda *a, **k: np.dstack([np.full((120, 160), 220, np.uint8), np.zeros((120, 160, 2), np.uint8)])
+    T.make_stamp, counts = red, T.ZOOM_COUNTS
+    T.ZOOM_COUNTS = (1,)                                     # one stamp: any red outside the target is an error
+    try:
+        checked = 0
+        for seed in range(30):
+            view, mask = ds[(0, seed)]
+            view, mask = view.numpy().astype(float), mask.numpy()[0] > 0
+            if mask.sum() < 200:
+                continue
+            is_red = (view[0] > view[2] + 100) & (view[0] > view[1] + 100)   # not a hand (SKIN_AND_OBJECTS)
+            assert (is_red & mask).sum() > 0.6 * mask.sum()                    # the target is red (the stamp) ...
+            assert (is_red & ~mask).sum() < 0.1 * is_red.sum()                 # ... and little red is outside it
+            ys, xs = np.nonzero(mask)
+            assert abs(xs.mean() - 48) < 24 and abs(ys.mean() - 48) < 24
+            checked += 1
+        assert checked >= 10
+    finally:
+        T.make_stamp, T.ZOOM_COUNTS = real, counts

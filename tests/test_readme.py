@@ -113,14 +113,16 @@ def inputs(tmp_path_factory):
 
 
 def sandbox(inputs, tmp_path):
-    """A user's working copy: the repo's bundled files (examples/, pretrained/) and the inputs."""
+    """A user's working copy: the repo's bundled files (examples/, pretrained/, the models kept in docs/) and the
+    inputs."""
     shutil.copytree(inputs, tmp_path, dirs_exist_ok=True)
     os.symlink(os.path.join(ROOT, "examples"), tmp_path / "examples")
-    for folder, _, files in os.walk(os.path.join(ROOT, "pretrained")):    # linked file by file: a command that
-        rel = os.path.relpath(folder, ROOT)                                # writes into pretrained/ replaces the
-        os.makedirs(tmp_path / rel, exist_ok=True)                         # link, never the repo's file
-        for f in files:
-            os.symlink(os.path.join(folder, f), tmp_path / rel / f)
+    for top in ("pretrained", "docs"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):         # linked file by file: a command that
+            rel = os.path.relpath(folder, ROOT)                            # writes into pretrained/ replaces the
+            for f in files if top == "pretrained" else [f for f in files if f.endswith(".pth")]:   # link, never
+                os.makedirs(tmp_path / rel, exist_ok=True)                 # the repo's file
+                os.symlink(os.path.join(folder, f), tmp_path / rel / f)
     return tmp_path
 
 
