@@ -611,9 +611,9 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode. Where none
     reads, the first `refine` such regions are looked at closely by the `zoom` detector where one is given
-    (zoom_read, from the region's surest quad, then its first), then get their first two quads moved onto the frame's edges (edge_quads, all
-    decoded in one batch), then are searched around (refine_quad, from those two quads and the most confident moved
-    one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given
+    (zoom_read, from the region's surest quad, then its first), then get their first two quads moved onto the
+    frame's edges (edge_quads, all decoded in one batch), then are searched around (refine_quad, from those two
+    quads and the most confident moved one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given
     when the caller already has them. With `snap` (photos) a message read is reported with the corners `polish` picks."""
     quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed) if quads is None else quads
     found, refined, budget, grey = [], 0, REFINE_BUDGET, None

@@ -120,15 +120,18 @@ class SceneDataset(Dataset):
     def __len__(self):
         return len(self.photos)
 
+    def background(self, idx, rng):
+        """-> (flat, the frame's background): photo `idx` cropped, or 15% of the time a table or a wall (a flat
+        colour with a gradient)."""
+        if rng.random() < 0.15:
+            bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
+            return True, np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
+        return False, np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
+
     def __getitem__(self, key):
         idx, seed = key
         rng = np.random.default_rng(seed)
-        flat = rng.random() < 0.15
-        if flat:                        # a table or a wall: a flat colour with a gradient
-            bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
-            bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
-        else:
-            bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
+        flat, bg = self.background(idx, rng)
         # --same_photo: a stamp cut from the background's own photo, so that only its outline tells them apart (no
         # draw at all when 0, so that earlier runs' scenes stay as they were)
         same = lambda: self.same_photo > 0 and not flat and rng.random() < self.same_photo
@@ -178,11 +181,7 @@ class ZoomDataset(SceneDataset):
         import cv2
         idx, seed = key
         rng = np.random.default_rng(seed)
-        if rng.random() < 0.15:
-            bg = np.full((64, 64, 3), rng.integers(30, 230, 3), np.uint8)
-            bg = np.clip(bg * np.linspace(0.7, 1.2, 64)[None, :, None], 0, 255).astype(np.uint8)
-        else:
-            bg = np.ascontiguousarray(crop(self.photos[idx], rng, 1.0))
+        _, bg = self.background(idx, rng)
         same = self.same_photo > 0 and rng.random() < self.same_photo
         stamps = [make_stamp(self.photos, self.residuals, rng, sides=(300, 700),
                              photo=self.photos[idx] if same else None) for _ in range(rng.choice(ZOOM_COUNTS))]
