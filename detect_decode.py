@@ -295,6 +295,10 @@ class Detector:
         self.input_side, self.zoom = int(meta["input_side"]), float(meta.get("zoom", 0.0))
         self.run = lambda x: sess.run(None, {"frame": x})[0]
 
+    def prob(self, x):
+        """Network input (B, 3, h, w) float32 in [0,1] -> probability maps (B, h, w)."""
+        return 1 / (1 + np.exp(-self.run(np.ascontiguousarray(x))[:, 0]))
+
     def input_size(self, H, W):
         """(w, h) the network sees for an H x W frame: long side input_side, both multiples of 16."""
         s = self.input_side / max(H, W)
@@ -309,7 +313,7 @@ class Detector:
         x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
         if flip:
             x = np.concatenate([x, x[..., ::-1]])
-        prob = 1 / (1 + np.exp(-self.run(np.ascontiguousarray(x))[:, 0]))
+        prob = self.prob(x)
         return (0.5 * (prob[0] + prob[1, :, ::-1]) if flip else prob[0]), (W / w, H / h)
 
     def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED, flip=False):
@@ -355,9 +359,14 @@ def mask_quads(prob, scale, min_pixels, thresholds, close=0.0):
     return quads
 
 
+def is_new(found, quad):
+    """No quad of `found` has all its corners within 2% of the stamp's size of `quad`'s."""
+    return all(np.abs(quad - q).max() >= 0.02 * np.sqrt(quad_area(q)) for q in found)
+
+
 def add_new(found, quad):
-    """Append `quad` unless one of `found` has all its corners within 2% of the stamp's size."""
-    if all(np.abs(quad - q).max() >= 0.02 * np.sqrt(quad_area(q)) for q in found):
+    """Append `quad` unless it is a repeat of one of `found` (is_new)."""
+    if is_new(found, quad):
         found.append(quad)
 
 
@@ -389,13 +398,12 @@ def zoom_view(rgb, quad, side, expand):
     m = side * (1 - 1 / expand) / 2
     dst = np.array([[m, m], [side - m, m], [side - m, side - m], [m, side - m]], np.float32)
     M = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
-    f = min(1.0, 2 * (side - 2 * m) / max(np.sqrt(quad_area(quad)), 1.0))
+    f, src, to_view = min(1.0, 2 * (side - 2 * m) / max(np.sqrt(quad_area(quad)), 1.0)), rgb, M
     if f < 0.9:
         H, W = rgb.shape[:2]
-        small = cv2.resize(rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA)
-        S = np.diag([small.shape[1] / W, small.shape[0] / H, 1.0])
-        return cv2.warpPerspective(small, M @ np.linalg.inv(S), (side, side), flags=cv2.INTER_LINEAR), M
-    return cv2.warpPerspective(rgb, M, (side, side), flags=cv2.INTER_LINEAR), M
+        src = cv2.resize(rgb, (max(1, round(W * f)), max(1, round(H * f))), interpolation=cv2.INTER_AREA)
+        to_view = M @ np.linalg.inv(np.diag([src.shape[1] / W, src.shape[0] / H, 1.0]))   # from the shrunk frame
+    return cv2.warpPerspective(src, to_view, (side, side), flags=cv2.INTER_LINEAR), M
 
 
 def zoom_quads(zoom, rgb, quad, cuts=ZOOM_CUTS):
@@ -403,8 +411,7 @@ def zoom_quads(zoom, rgb, quad, cuts=ZOOM_CUTS):
     zoom_view(quad), cut at `cuts`; of each cut's regions the one nearest the view's centre, mapped back."""
     import cv2
     view, M = zoom_view(rgb, order_corners(quad), zoom.input_side, zoom.zoom)
-    x = view.astype(np.float32).transpose(2, 0, 1)[None] / 255
-    prob = 1 / (1 + np.exp(-zoom.run(np.ascontiguousarray(x))[0, 0]))
+    prob = zoom.prob(view.astype(np.float32).transpose(2, 0, 1)[None] / 255)[0]
     found, side = [], zoom.input_side
     inv = np.linalg.inv(M)
     for q in mask_quads(prob, (1.0, 1.0), 0.02 * prob.size, cuts):
@@ -460,7 +467,8 @@ def decode_rectified(model, rgb, quads, timing=None, rotations=True):
     DecodeResults in that order; `timing` (a dict) accumulates rectify / decode seconds."""
     t0 = time.perf_counter()
     up = (model.size[0] * 2, model.size[1] * 2)
-    crops = [c for q in quads for c in rectified_crops(model, rgb, q)] if rotations else [rectify(rgb, q, up) for q in quads]
+    crops = ([c for q in quads for c in rectified_crops(model, rgb, q)] if rotations
+             else [rectify(rgb, q, up) for q in quads])
     t1 = time.perf_counter()
     results = model.decode_batch(crops, tta=False)   # no decoding views: they do not fix a wrong quad, at 5x the time
     if timing is not None:
@@ -562,8 +570,8 @@ def zoom_read(model, rgb, grey, zoom, quad, timing=None, rounds=ZOOM_ROUNDS):
             timing["detect"] = timing.get("detect", 0.0) + time.perf_counter() - t0
         for q in zoomed:
             for c in (snap_to_edges(grey, q), q):
-                if all(np.abs(c - t).max() >= 0.02 * np.sqrt(quad_area(t)) for t in tried):
-                    add_new(quads, c)
+                if is_new(tried + quads, c):                     # not decoded in an earlier round either
+                    quads.append(c)
         if not quads:
             break
         scored = read_quads(model, rgb, quads, timing)
@@ -613,10 +621,11 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
     reads, the first `refine` such regions are looked at closely by the `zoom` detector where one is given
     (zoom_read, from the region's surest quad, then its first), then get their first two quads moved onto the
     frame's edges (edge_quads, all decoded in one batch), then are searched around (refine_quad, from those two
-    quads and the most confident moved one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads` (from candidate_quads) may be given
-    when the caller already has them. With `snap` (photos) a message read is reported with the corners `polish` picks."""
+    quads and the most confident moved one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads`
+    (from candidate_quads) may be given when the caller already has them. With `snap` (photos) a message read is
+    reported with the corners `polish` picks."""
     quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed) if quads is None else quads
-    found, refined, budget, grey = [], 0, REFINE_BUDGET, None
+    found, refined, budget, grey, plain = [], 0, REFINE_BUDGET, None, None
     for group in regions(quads):
         d, confidences = None, []
         for quad in group:
@@ -655,7 +664,9 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
         if d is not None and all(d["message"] != f["message"] for f in found):
             if snap and IMAGE_POLISH:
                 import cv2
-                d = polish(model, rgb, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), group, d, timing)
+                if plain is None:                                        # once a frame, as candidate_quads snaps
+                    plain = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+                d = polish(model, rgb, plain, group, d, timing)
             found.append(d)
     return found
 
