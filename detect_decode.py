@@ -12,7 +12,8 @@ pretrained/onnx/detector.onnx by default) gives a mask of where photos are -> co
 --zoom_detector's look at it if one is given, then its quads moved onto the frame's straight edges, then a search
 around them for one that does, --refine); only
 BCH-verified messages are reported (photos: with the corners of the quad near the one that read, itself included,
-that reads too and follows the frame's edges best).
+that reads too and follows the frame's edges best). Photos where nothing reads get all of that again over the
+detector's map of the frame turned by 90, 180, then 270 degrees (--turns), until one pass reads.
 `--detector classical` finds quads from edges instead (no network; it needs the photo's outline, e.g. a white paper
 frame, to stand out). In video, a message is confirmed once it was read in --confirm of the last --window frames, so
 a single misread never shows. The model and the detector are ONNX files (default: the shipped ones, no torch
@@ -47,6 +48,13 @@ IMAGE_CUTS, VIDEO_CUTS = (0.5, 0.85, 0.3, 0.7, 0.95, 0.1), (0.5, 0.85)
 # the cuts: the network is not mirror-symmetric, and where one of its two views misses a part of a stamp the other
 # often has it (session 15, scenes from training photos: README). One batch of two; video keeps one view.
 IMAGE_FLIP = True
+# Photos: where no message reads, the whole find-and-read is done again over the detector's map of the frame turned
+# by these quarter turns (np.rot90; each with its mirror, as above), one pass each, until one reads (--turns: how
+# many). The network is not rotation-symmetric either, and a turned view often separates a stamp that the upright
+# one merges with its surroundings or cuts short. Averaging the turned maps into the first one lost scenes that it
+# reads (session 19); as passes of their own they cannot, and cost time only where nothing reads (rule and numbers:
+# docs/detector/turns/).
+IMAGE_TURNS = (1, 2, 3)
 # Photos: a stamp read from a quad a few % off (the decoder reads within ~3-4% of its size) is reported with better
 # corners (polish): unless the read quad's sides already follow the frame's edges (edge support >= POLISH_OK), it
 # snapped to those edges and its region's other quads within POLISH_NEAR x the stamp's size are decoded upright in one
@@ -304,25 +312,28 @@ class Detector:
         s = self.input_side / max(H, W)
         return max(16, int(round(W * s / 16)) * 16), max(16, int(round(H * s / 16)) * 16)
 
-    def mask(self, rgb, flip=False):
+    def mask(self, rgb, flip=False, turn=0):
         """Probability map (h, w) at the detector's resolution, and the (sx, sy) scale back to the frame. flip: the
-        mean of the frame's map and its mirror image's (mirrored back), both in one batch (see IMAGE_FLIP)."""
+        mean of the frame's map and its mirror image's (mirrored back), both in one batch (see IMAGE_FLIP). turn:
+        the network sees the frame turned by `turn` quarter turns (np.rot90), and its map is turned back."""
         import cv2
         H, W = rgb.shape[:2]
         w, h = self.input_size(H, W)
         x = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32).transpose(2, 0, 1)[None] / 255
+        x = np.rot90(x, turn, axes=(2, 3))
         if flip:
             x = np.concatenate([x, x[..., ::-1]])
         prob = self.prob(x)
-        return (0.5 * (prob[0] + prob[1, :, ::-1]) if flip else prob[0]), (W / w, H / h)
+        prob = 0.5 * (prob[0] + prob[1, :, ::-1]) if flip else prob[0]
+        return np.ascontiguousarray(np.rot90(prob, -turn)), (W / w, H / h)
 
-    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED, flip=False):
+    def quads(self, rgb, min_area=0.01, cuts=IMAGE_CUTS, closed=IMAGE_CLOSED, flip=False, turn=0):
         """The stamps' candidate quadrilaterals in the frame, the likeliest first. The mask (flip: averaged with its
         mirror image's) is cut at each of
         `cuts`: a stamp is surer than what it touches (a cup, a face), so a higher cut separates regions that
         a lower one merges, and a lower one keeps a faint stamp whole; then closed and cut at each of `closed`
-        (IMAGE_CLOSED above). Quads found twice are kept once."""
-        prob, scale = self.mask(rgb, flip)
+        (IMAGE_CLOSED above). Quads found twice are kept once. turn: as mask."""
+        prob, scale = self.mask(rgb, flip, turn)
         found, min_pixels = [], min_area * prob.size
         for quad in mask_quads(prob, scale, min_pixels, cuts) + mask_quads(prob, scale, min_pixels, closed, CLOSE_SIZE):
             add_new(found, quad)
@@ -421,17 +432,19 @@ def zoom_quads(zoom, rgb, quad, cuts=ZOOM_CUTS):
     return found
 
 
-def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED, flip=None):
+def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED, flip=None,
+                    turn=0):
     """Where stamps may be: the learned `detector`'s quads (a Detector; its mask, for photos averaged with its mirror
     image's — `flip`, default: as `snap`, IMAGE_FLIP — cut at `cuts`, then closed and cut at `closed`), each
     preceded by
     its copy snapped to the frame's edges where that moved it (snap_to_edges; tried first because it is the closer
     of the two, so a stamp is reported with its corners; `snap=False` for video, which has frames to spare and wants
     the speed), or with None find_quads (edges already), smallest first (of nested
-    outlines, a photo and its paper frame, the photo's own corners are tried first)."""
+    outlines, a photo and its paper frame, the photo's own corners are tried first). turn: the detector sees the
+    frame turned by that many quarter turns (IMAGE_TURNS)."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
-    quads = detector.quads(rgb, min_area, cuts, closed, IMAGE_FLIP and snap if flip is None else flip)
+    quads = detector.quads(rgb, min_area, cuts, closed, IMAGE_FLIP and snap if flip is None else flip, turn)
     if not snap or not quads:
         return quads
     import cv2
@@ -615,7 +628,7 @@ def polish(model, rgb, grey, group, detection, timing=None):
 
 
 def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cuts=IMAGE_CUTS, snap=True, refine=0,
-           closed=IMAGE_CLOSED, zoom=None):
+           closed=IMAGE_CLOSED, zoom=None, turns=0):
     """-> list of {message, corrected_bits, corners, confidence}, one per message. The candidate quads of each region
     are decoded in turn (4 rotations each) until one reads, so a stamp found at once costs one decode. Where none
     reads, the first `refine` such regions are looked at closely by the `zoom` detector where one is given
@@ -623,8 +636,24 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
     frame's edges (edge_quads, all decoded in one batch), then are searched around (refine_quad, from those two
     quads and the most confident moved one, the surest first; REFINE_BUDGET quads decoded at most in all). `quads`
     (from candidate_quads) may be given when the caller already has them. With `snap` (photos) a message read is
-    reported with the corners `polish` picks."""
+    reported with the corners `polish` picks. turns (photos, with a learned `detector`): while no message reads, up
+    to that many more passes, each all of the above over the quads of the `detector`'s map of the frame turned by
+    the next of IMAGE_TURNS (a search budget of its own each)."""
     quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed) if quads is None else quads
+    found = read_regions(model, rgb, quads, timing, snap, refine, zoom)
+    for turn in IMAGE_TURNS[:turns] if detector is not None else ():
+        if found:
+            break
+        t0 = time.perf_counter()
+        quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed, turn=turn)
+        if timing is not None:
+            timing["detect"] += time.perf_counter() - t0
+        found = read_regions(model, rgb, quads, timing, snap, refine, zoom)
+    return found
+
+
+def read_regions(model, rgb, quads, timing=None, snap=True, refine=0, zoom=None):
+    """detect()'s one pass over the candidate quads of one map, region by region -> the messages read."""
     found, refined, budget, grey, plain = [], 0, REFINE_BUDGET, None, None
     for group in regions(quads):
         d, confidences = None, []
@@ -745,6 +774,9 @@ def get_parser():
                    help="photos: regions whose quads do not read that are moved onto the frame's edges and searched "
                         f"around for a quad that does (0: off; at most {REFINE_BUDGET} quads a frame, a few seconds on "
                         "a CPU); video never searches")
+    p.add_argument("--turns", type=int, choices=range(len(IMAGE_TURNS) + 1), default=len(IMAGE_TURNS),
+                   help="photos: where nothing reads, look again (all of the above) at the frame turned by 90, 180 "
+                        "then 270 degrees, up to this many passes (0: off; up to 4x the time where no stamp is)")
     p.add_argument("--window", type=positive_int, default=5, help="video: frames a message is confirmed over")
     p.add_argument("--confirm", type=positive_int, default=2, help="video: reads needed within --window frames")
     p.add_argument("--overwrite", action="store_true", help="replace existing annotated outputs")
@@ -780,7 +812,7 @@ def main(args) -> int:
                 continue
             found = detect(model, rgb, args.min_area, detector, cuts=VIDEO_CUTS if video else IMAGE_CUTS,
                            snap=not video, refine=0 if video else args.refine, closed=() if video else IMAGE_CLOSED,
-                           zoom=zoom)
+                           zoom=zoom, turns=0 if video else args.turns)
             shown = confirmer.update(found) if video else found
             rows.append({"file": name, "frame": index, "detections": shown})
             if not args.json:

@@ -69,12 +69,13 @@ def stamp_of(photo, rng, long_side=400):
     return photo.crop(box).resize(size, Image.BICUBIC)
 
 
-def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed, zoom=None):
+def timed_detect(model, rgb, detector, min_area, cuts, snap, refine, closed, zoom=None, turns=0):
     """detect() in its three parts -> ({detect, rectify, decode} seconds, the detections)."""
     t0 = time.perf_counter()
     quads = D.candidate_quads(rgb, detector, min_area, cuts, snap, closed)
     timing = {"detect": time.perf_counter() - t0, "rectify": 0.0, "decode": 0.0}
-    return timing, D.detect(model, rgb, quads=quads, timing=timing, refine=refine, zoom=zoom)
+    return timing, D.detect(model, rgb, min_area=min_area, detector=detector, quads=quads, timing=timing, cuts=cuts,
+                            snap=snap, refine=refine, closed=closed, zoom=zoom, turns=turns)
 
 
 def save_miss(out_dir, index, frame, truth, quads, detector, size, tilt):
@@ -127,6 +128,9 @@ def get_parser():
     p.add_argument("--refine", type=non_negative_int, default=D.IMAGE_REFINE,
                    help="regions searched around for a quad that reads when none of theirs does, as detect_decode.py "
                         "reads photos (0: off, as video)")
+    p.add_argument("--turns", type=int, choices=range(len(D.IMAGE_TURNS) + 1), default=len(D.IMAGE_TURNS),
+                   help="passes over the frame turned by 90, 180, 270 degrees where nothing reads, as detect_decode.py "
+                        "reads photos (0: off, as video; none with --no_snap)")
     p.add_argument("--max_photos", type=int, default=200, help="photos read from --images_dir")
     p.add_argument("--optimize", type=non_negative_int, default=0, metavar="STEPS",
                    help="encode the stamps with the encoders' --optimize STEPS (needs a .pth --model)")
@@ -153,6 +157,10 @@ def main(args) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # how the scenes are read, beside their quads: as detect_decode.py reads photos (reads polished), but for the
+    # flags; the turned passes find their quads as the first pass does (none with --no_snap)
+    reading = dict(min_area=args.min_area, detector=detector, cuts=tuple(args.cuts), closed=tuple(args.closed_cuts),
+                   refine=args.refine, zoom=zoom, turns=0 if args.no_snap else args.turns)
     rng = np.random.default_rng(args.seed)
     photos = val_photos(args.images_dir, args.max_photos)
     pick = lambda: photos[rng.integers(len(photos))]
@@ -175,7 +183,7 @@ def main(args) -> int:
                 if errs and min(errs) < 10:
                     found += 1
                     errors.append(min(errs))
-                hits = [d for d in D.detect(model, scene.frame, quads=quads, refine=args.refine, zoom=zoom) if d["message"] == message]
+                hits = [d for d in D.detect(model, scene.frame, quads=quads, **reading) if d["message"] == message]
                 ok = bool(hits)
                 if ok:                                      # the corners the reader is given (after any search)
                     reported.append(corner_error(np.asarray(hits[0]["corners"], np.float64), truth))
@@ -205,7 +213,7 @@ def main(args) -> int:
         quads = D.candidate_quads(scene.frame, detector, args.min_area, tuple(args.cuts), not args.no_snap,
                                   tuple(args.closed_cuts))
         false_quads += not plain and bool(quads)
-        false_messages += len(D.detect(model, scene.frame, quads=quads, refine=args.refine, zoom=zoom))
+        false_messages += len(D.detect(model, scene.frame, quads=quads, **reading))
         negative_s += (time.perf_counter() - t0) / args.negatives            # finding + reading, per scene
     print(f"{args.negatives} scenes without a stamp: {false_quads} false detections on the "
           f"{args.negatives // 2} empty ones, {false_messages} false messages ({negative_s:.2f} s per scene)")
@@ -216,7 +224,7 @@ def main(args) -> int:
         for setting, cuts, snap, refine, closed in (("video", D.VIDEO_CUTS, False, 0, ()),
                                                     ("photo", D.IMAGE_CUTS, True, D.IMAGE_REFINE, D.IMAGE_CLOSED)):
             once = lambda: timed_detect(model, frame, detector, args.min_area, cuts, snap, refine, closed,
-                                        zoom if snap else None)
+                                        zoom if snap else None, args.turns if snap else 0)
             read = any(d["message"] == "Hello" for d in once()[1])                          # (also the warm-up)
             runs = [once()[0] for _ in range(10)]
             med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
@@ -241,7 +249,8 @@ def write_report(results, args):
     lines = [f"Detector {rel(args.detector)}, model {rel(args.model)}; {args.frame} scenes from {args.images_dir}, "
              f"{args.scenes} per cell (seed {args.seed}); mask cuts {tuple(args.cuts)}, closed "
              f"{tuple(getattr(args, 'closed_cuts', ()))}; quads snapped to edges: "
-             f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}"
+             f"{'no' if args.no_snap else 'yes'}; regions searched around: {args.refine}; turned passes: "
+             f"{getattr(args, 'turns', 0)}"
              + (f"; stamps encoded with --optimize {args.optimize}" if args.optimize else "")]
     cells = results["cells"]
     if cells:                                   # (--scenes 0: speed and stamp-free scenes only)
@@ -280,7 +289,8 @@ def write_report(results, args):
     lines += ["", f"Speed (one scene per size, the stamp at 20% and 15 deg; video: mask cuts {D.VIDEO_CUTS}, photo: "
               f"cuts {D.IMAGE_CUTS}, closed cuts {D.IMAGE_CLOSED}, snapped quads"
               f"{', the mirrored view' if D.IMAGE_FLIP else ''}, "
-              f"up to {D.IMAGE_REFINE} regions moved onto edges and searched around):", "",
+              f"up to {D.IMAGE_REFINE} regions moved onto edges and searched around, "
+              f"{getattr(args, 'turns', 0)} turned passes where nothing reads):", "",
               "| frame | fps | detect ms | rectify ms | decode ms | stamp read |", "|---|---|---|---|---|---|"]
     for label, s in results["speed"].items():
         lines.append(f"| {label} | {s['fps']:.1f} | {s['detect_ms']:.1f} | {s['rectify_ms']:.1f} | "

@@ -113,7 +113,7 @@ class TrueMask(D.Detector):
     def __init__(self, mask, input_side=384):
         self.input_side, self.true = input_side, mask
 
-    def mask(self, rgb, flip=False):                                           # the truth is its own mirror's
+    def mask(self, rgb, flip=False, turn=0):                           # the truth is its own mirror's and turn's
         H, W = rgb.shape[:2]
         w, h = self.input_size(H, W)
         return cv2.resize(self.true.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA), (W / w, H / h)
@@ -161,13 +161,64 @@ def test_photos_average_the_mask_with_its_mirror_image(detector, stamp):
     assert np.abs(one - mirrored[:, ::-1]).max() > 0.05                      # the two views differ somewhere
     seen = []
     real = detector.mask
-    detector.mask = lambda rgb, flip=False: (seen.append(flip), real(rgb, flip))[1]
+    detector.mask = lambda rgb, flip=False, turn=0: (seen.append(flip), real(rgb, flip, turn))[1]
     try:
         D.candidate_quads(frame, detector)
         D.candidate_quads(frame, detector, cuts=D.VIDEO_CUTS, snap=False, closed=())
     finally:
         del detector.mask
     assert seen == [D.IMAGE_FLIP, False] and D.IMAGE_FLIP
+
+
+def test_turned_maps_are_turned_back(detector, stamp):
+    """mask(turn=k) is the network's map of the frame turned by k quarter turns (np.rot90), turned back onto the
+    frame, with and without the mirror view; the network is not rotation-symmetric, so the turned maps differ from
+    the upright one. Catches a map turned back the wrong way (on this off-centre stamp in a 900x700 frame the blob
+    would land elsewhere, or the shape would not fit) or the turn ignored."""
+    frame, _ = scene(stamp, 0, shift=(-150, 60))
+    upright, scale = detector.mask(frame, flip=True)
+    for k in (1, 2, 3):
+        for flip in (False, True):
+            turned, scale_k = detector.mask(frame, flip, turn=k)
+            direct, _ = detector.mask(np.ascontiguousarray(np.rot90(frame, k)), flip)
+            assert scale_k == detector.mask(frame, flip)[1] and turned.shape == upright.shape
+            np.testing.assert_allclose(turned, np.rot90(direct, -k), atol=2e-3)
+        assert np.abs(turned - upright).max() > 0.05
+        assert ((turned > 0.5) & (upright > 0.5)).sum() > 0.7 * (upright > 0.5).sum()     # the same stamp
+
+
+class TurnedTruth(TrueMask):
+    """Sees the true mask only in the frame turned by `turn` quarter turns (nothing upright); counts its passes."""
+
+    def __init__(self, mask, turn):
+        super().__init__(mask)
+        self.sees, self.turns = turn, []
+
+    def mask(self, rgb, flip=False, turn=0):
+        self.turns.append(turn)
+        prob, scale = super().mask(rgb, flip, turn)
+        return prob * (turn == self.sees), scale
+
+
+def test_turned_passes_run_only_while_nothing_reads(model, stamp):
+    """A stamp that the detector marks only in the frame turned by 180 degrees is read by the second turned pass
+    (IMAGE_TURNS: 90 degrees first), with its true corners, and the passes stop there; with fewer passes it is not
+    read; a stamp found upright costs no turned pass. Catches the passes not run, run after a read, run in another
+    order, or their quads not used."""
+    frame, corners = scene(stamp, 2)
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    assert D.IMAGE_TURNS == (1, 2, 3)
+    for turns, read, passes in ((0, False, [0]), (1, False, [0, 1]), (3, True, [0, 1, 2])):
+        det = TurnedTruth(mask, 2)
+        found = D.detect(model, frame, detector=det, refine=0, turns=turns)
+        assert det.turns == passes and bool(found) == read, (turns, det.turns, found)
+    assert [f["message"] for f in found] == ["Hello"]
+    size = np.sqrt(D.quad_area(D.order_corners(corners)))
+    assert np.linalg.norm(np.array(found[0]["corners"]) - corners, axis=1).max() < 0.02 * size
+    det = TurnedTruth(mask, 0)
+    assert [f["message"] for f in D.detect(model, frame, detector=det, refine=0, turns=3)] == ["Hello"]
+    assert det.turns == [0]
 
 
 def test_learned_detector_claims_nothing_on_a_plain_print(model, detector):
