@@ -29,9 +29,11 @@ LABELS = {"shipped": "v6", "enc_m2_final_s1.0": "v7", "enc_m1_1000_s1.0": "v6 en
           "v13_joint_final_4668": "v13: decoder too (CPU)", "v13_joint_2500": "v13 2.5k",
           "v14_joint_5000": "v14 5k", "v14_joint_5500": "v14 (CPU, decoder too)",
           "v15_w100_1000": "v15 w1 1k", "v15_w100_1849": "v15 w1 (H100)", "v15_w150_1000": "v15 w1.5 1k",
-          "v15_w150_1816": "v15 w1.5", "v16_keep11_5000": "v16 5k (CPU, v11 kept)", "v16_keep11_10000": "v16 10k"}
+          "v15_w150_1816": "v15 w1.5", "v16_keep11_5000": "v16 5k (CPU, v11 kept)", "v16_keep11_10000": "v16 10k",
+          "v16_keep11_13500": "v16 13.5k", "v16_keep11_17000": "v16b 17k"}
 OFFSET = {"v13_joint_final_4668": (4, -11), "v13_joint_2500": (-30, -11), "v15_w100_1000": (4, -11),
-          "v14_joint_5000": (-32, 3), "v15_w150_1000": (4, -11), "v16_keep11_10000": (4, -11)}    # labels that would overlap
+          "v14_joint_5000": (-32, 3), "v15_w150_1000": (4, -11), "v16_keep11_10000": (4, -11),
+          "v16_keep11_17000": (-52, 5)}    # labels that would overlap
 ALIAS = {"enc_m2_final_s1.0": "v7_s1.0", "v9_cpu_final": "v9_cpu_final_s1.0", "v10_cpu_final": "v10_cpu_final_s1.0",
          "v8_w35_1634": "v8_w35_1634_s1.0", "v8_w50_1595": "v8_w50_1595_s1.0"}
 
