@@ -433,7 +433,7 @@ def zoom_quads(zoom, rgb, quad, cuts=ZOOM_CUTS):
 
 
 def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=True, closed=IMAGE_CLOSED, flip=None,
-                    turn=0):
+                    turn=0, greys=None):
     """Where stamps may be: the learned `detector`'s quads (a Detector; its mask, for photos averaged with its mirror
     image's — `flip`, default: as `snap`, IMAGE_FLIP — cut at `cuts`, then closed and cut at `closed`), each
     preceded by
@@ -441,19 +441,32 @@ def candidate_quads(rgb, detector=None, min_area=0.01, cuts=IMAGE_CUTS, snap=Tru
     of the two, so a stamp is reported with its corners; `snap=False` for video, which has frames to spare and wants
     the speed), or with None find_quads (edges already), smallest first (of nested
     outlines, a photo and its paper frame, the photo's own corners are tried first). turn: the detector sees the
-    frame turned by that many quarter turns (IMAGE_TURNS)."""
+    frame turned by that many quarter turns (IMAGE_TURNS). greys: as grey_of."""
     if detector is None:
         return sorted(find_quads(rgb, min_area), key=quad_area)
     quads = detector.quads(rgb, min_area, cuts, closed, IMAGE_FLIP and snap if flip is None else flip, turn)
     if not snap or not quads:
         return quads
-    import cv2
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey = grey_of(rgb, greys)
     out = []
     for quad in quads:
         snapped = snap_to_edges(grey, quad)
         out += [snapped, quad] if np.abs(snapped - quad).max() > 0.5 else [quad]   # unmoved: not decoded twice
     return out
+
+
+def grey_of(rgb, greys=None, blurred=False):
+    """The frame in grey, float32 (blurred: 5x5 Gaussian, for edge_quads and the zoom's snaps; plain for
+    snap_to_edges and polish), made once a frame when the same `greys` dict is given."""
+    greys = {} if greys is None else greys
+    key = "blurred" if blurred else "plain"
+    if key not in greys:
+        import cv2
+        if "plain" not in greys:
+            greys["plain"] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        if blurred:
+            greys["blurred"] = cv2.GaussianBlur(greys["plain"], (5, 5), 0)
+    return greys[key]
 
 
 def regions(quads):
@@ -639,22 +652,24 @@ def detect(model, rgb, min_area=0.01, detector=None, quads=None, timing=None, cu
     reported with the corners `polish` picks. turns (photos, with a learned `detector`): while no message reads, up
     to that many more passes, each all of the above over the quads of the `detector`'s map of the frame turned by
     the next of IMAGE_TURNS (a search budget of its own each)."""
-    quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed) if quads is None else quads
-    found = read_regions(model, rgb, quads, timing, snap, refine, zoom)
+    greys = {}                                                   # the frame in grey, made once for all passes
+    quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed, greys=greys) if quads is None else quads
+    found = read_regions(model, rgb, quads, timing, snap, refine, zoom, greys)
     for turn in IMAGE_TURNS[:turns] if detector is not None else ():
         if found:
             break
         t0 = time.perf_counter()
-        quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed, turn=turn)
+        quads = candidate_quads(rgb, detector, min_area, cuts, snap, closed, turn=turn, greys=greys)
         if timing is not None:
-            timing["detect"] += time.perf_counter() - t0
-        found = read_regions(model, rgb, quads, timing, snap, refine, zoom)
+            timing["detect"] = timing.get("detect", 0.0) + time.perf_counter() - t0
+        found = read_regions(model, rgb, quads, timing, snap, refine, zoom, greys)
     return found
 
 
-def read_regions(model, rgb, quads, timing=None, snap=True, refine=0, zoom=None):
-    """detect()'s one pass over the candidate quads of one map, region by region -> the messages read."""
-    found, refined, budget, grey, plain = [], 0, REFINE_BUDGET, None, None
+def read_regions(model, rgb, quads, timing=None, snap=True, refine=0, zoom=None, greys=None):
+    """detect()'s one pass over the candidate quads of one map, region by region -> the messages read. greys: as
+    grey_of."""
+    found, refined, budget = [], 0, REFINE_BUDGET
     for group in regions(quads):
         d, confidences = None, []
         for quad in group:
@@ -665,9 +680,7 @@ def read_regions(model, rgb, quads, timing=None, snap=True, refine=0, zoom=None)
         searching = d is None and refined < refine
         if searching:
             refined += 1
-            if grey is None:
-                import cv2
-                grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (5, 5), 0)
+            grey = grey_of(rgb, greys, blurred=True)
             best = int(np.argmax(confidences))
             for start in ([group[best]] + ([group[0]] if best else [])) if zoom is not None else []:
                 d, zoomed = zoom_read(model, rgb, grey, zoom, start, timing)
@@ -692,10 +705,7 @@ def read_regions(model, rgb, quads, timing=None, snap=True, refine=0, zoom=None)
                     break
         if d is not None and all(d["message"] != f["message"] for f in found):
             if snap and IMAGE_POLISH:
-                import cv2
-                if plain is None:                                        # once a frame, as candidate_quads snaps
-                    plain = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-                d = polish(model, rgb, plain, group, d, timing)
+                d = polish(model, rgb, grey_of(rgb, greys), group, d, timing)
             found.append(d)
     return found
 
